@@ -1,0 +1,81 @@
+"""Short causal depthwise convolution over time, with a cache for streaming.
+
+Used by the q/k/v convolutions of the linear-attention layers and by Selective RoPE's
+angle-increment convolution. One function does the maths for every caller.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = (None, "silu")
+
+
+def causal_depthwise_conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    cache: torch.Tensor | None = None,
+    activation: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal depthwise conv1d over time, continuing from ``cache``.
+
+    Args:
+        x: ``(B, T, C)`` input.
+        weight: ``(C, W)`` one filter of width W per channel; output t sees inputs t-W+1..t.
+        cache: ``(B, C, W-1)`` the last W-1 inputs before ``x`` (zeros = start of sequence);
+            ``None`` starts a sequence.
+        activation: ``None`` or ``"silu"``, applied after the convolution.
+
+    Returns:
+        ``(y, new_cache)``: y ``(B, T, C)`` in x's dtype, new_cache ``(B, C, W-1)`` holding the
+        last W-1 inputs (the returned cache is a new tensor; ``cache`` is never modified).
+    """
+    if x.dim() != 3:
+        raise ValueError(f"x must have shape (B, T, C); got {tuple(x.shape)}")
+    B, T, C = x.shape
+    if weight.dim() != 2 or weight.shape[0] != C:
+        raise ValueError(f"weight must have shape ({C}, W); got {tuple(weight.shape)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+    width = weight.shape[1]
+    if cache is None:
+        cache = x.new_zeros(B, C, width - 1)
+    elif cache.shape != (B, C, width - 1):
+        raise ValueError(
+            f"cache must have shape (B, C, W-1) = {(B, C, width - 1)}; got {tuple(cache.shape)}"
+        )
+    padded = torch.cat([cache.to(x.dtype), x.transpose(1, 2)], dim=2)  # (B, C, W-1+T)
+    y = F.conv1d(padded, weight.to(x.dtype).unsqueeze(1), groups=C).transpose(1, 2)
+    if activation == "silu":
+        y = F.silu(y)
+    new_cache = padded[:, :, padded.shape[2] - (width - 1) :]
+    return y, new_cache
+
+
+class ShortConvolution(nn.Module):
+    """Depthwise causal convolution module: ``forward(x (B,T,C), cache) -> (y, cache)``.
+
+    Args:
+        channels: number of channels C.
+        kernel_size: filter width W (4 in every configuration of the papers).
+        activation: ``None`` or ``"silu"``.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 4, activation: str | None = "silu"):
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1; got {kernel_size}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+        self.activation = activation
+        self.weight = nn.Parameter(torch.empty(channels, kernel_size))
+        # PyTorch's Conv1d default init (kaiming uniform, a=sqrt(5)) for a depthwise filter.
+        bound = 1.0 / kernel_size**0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(
+        self, x: torch.Tensor, cache: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return causal_depthwise_conv(x, self.weight, cache, self.activation)
