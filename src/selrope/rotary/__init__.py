@@ -1,1 +1,52 @@
-"""selrope.rotary"""
+"""Position encodings: the one rotation ``apply_rotary`` and the embeddings that make its angles.
+
+Every embedding has ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)``.
+"""
+
+from selrope.rotary.apply import apply_rotary
+from selrope.rotary.base import RotaryEmbedding
+from selrope.rotary.carope import CARoPE, CARoPEState, rope_init_bias
+from selrope.rotary.config import (
+    SELECTIVE_COPYING_RECIPE,
+    SELECTIVE_LM_RECIPE,
+    SELECTIVE_STATE_TRACKING_RECIPE,
+    CARoPEConfig,
+    NoPEConfig,
+    RoPEConfig,
+    RotaryConfig,
+    SelectiveRoPEConfig,
+    parse_rotary_config,
+)
+from selrope.rotary.cumulative import cumulative_angles, wrap_angles
+from selrope.rotary.factory import build_rotary
+from selrope.rotary.fixed import NoPE, RoPE, RoPEState
+from selrope.rotary.frequencies import Frequencies, rfa_frequencies, rope_frequencies
+from selrope.rotary.selective import SelectiveRoPE, SelectiveRoPEState
+
+__all__ = [
+    "SELECTIVE_COPYING_RECIPE",
+    "SELECTIVE_LM_RECIPE",
+    "SELECTIVE_STATE_TRACKING_RECIPE",
+    "CARoPE",
+    "CARoPEConfig",
+    "CARoPEState",
+    "Frequencies",
+    "NoPE",
+    "NoPEConfig",
+    "RoPE",
+    "RoPEConfig",
+    "RoPEState",
+    "RotaryConfig",
+    "RotaryEmbedding",
+    "SelectiveRoPE",
+    "SelectiveRoPEConfig",
+    "SelectiveRoPEState",
+    "apply_rotary",
+    "build_rotary",
+    "cumulative_angles",
+    "parse_rotary_config",
+    "rfa_frequencies",
+    "rope_frequencies",
+    "rope_init_bias",
+    "wrap_angles",
+]

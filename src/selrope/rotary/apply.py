@@ -1,0 +1,119 @@
+"""The one rotation of the library: rotate channel pairs of q or k by per-token angles.
+
+Every rotary embedding (RoPE, CARoPE, Selective RoPE) only makes angles ``theta``; this module
+turns them into rotated q and k. Pairing is half-split by default (channel i with channel i + R,
+R = D/2, the NeoX / fla convention); interleaved pairing (channel 2i with 2i + 1) is an option for
+checkpoints from libraries that use it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _split(x: torch.Tensor, interleaved: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two members of each rotation pair, each ``(..., R)``."""
+    if interleaved:
+        return x[..., 0::2], x[..., 1::2]
+    half = x.shape[-1] // 2
+    return x[..., :half], x[..., half:]
+
+
+def _merge(first: torch.Tensor, second: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    """Inverse of ``_split``."""
+    if interleaved:
+        return torch.stack((first, second), dim=-1).flatten(-2)
+    return torch.cat((first, second), dim=-1)
+
+
+def _rotate_pairs(
+    first: torch.Tensor, second: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b) -> (a cos - b sin, a sin + b cos)``, i.e. ``(a + ib) * e^{i theta}``."""
+    return first * cos - second * sin, first * sin + second * cos
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+class _RotaryFunction(torch.autograd.Function):
+    """Rotation with a hand-written backward that recomputes cos/sin.
+
+    Saved for backward: ``x`` (in its own dtype) and ``theta`` (float32/float64), nothing of size
+    ``(B, T, H, R)`` in float32 beyond theta itself; cos and sin are recomputed in backward, which
+    costs two elementwise transcendental ops and saves two angle-sized float32 tensors per call.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, theta: torch.Tensor, interleaved: bool) -> torch.Tensor:
+        ctx.save_for_backward(x, theta)
+        ctx.interleaved = interleaved
+        compute = _compute_dtype(x)
+        cos, sin = theta.cos().to(compute), theta.sin().to(compute)
+        first, second = _split(x.to(compute), interleaved)
+        return _merge(*_rotate_pairs(first, second, cos, sin), interleaved).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, theta = ctx.saved_tensors
+        interleaved = ctx.interleaved
+        compute = _compute_dtype(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            cos, sin = theta.cos().to(compute), theta.sin().to(compute)
+            grad_first, grad_second = _split(grad_out.to(compute), interleaved)
+            grad_x = grad_theta = None
+            if ctx.needs_input_grad[0]:
+                # The transpose of a rotation is the rotation by -theta.
+                rotated_back = _rotate_pairs(grad_first, grad_second, cos, -sin)
+                grad_x = _merge(*rotated_back, interleaved).to(x.dtype)
+            if ctx.needs_input_grad[1]:
+                # d/dtheta (a cos - b sin, a sin + b cos) = (-(a sin + b cos), a cos - b sin).
+                out_first, out_second = _rotate_pairs(*_split(x.to(compute), interleaved), cos, sin)
+                grad_angle = grad_second * out_first - grad_first * out_second
+                grad_theta = grad_angle.sum_to_size(theta.shape).to(theta.dtype)
+        return grad_x, grad_theta, None
+
+
+def apply_rotary(x: torch.Tensor, theta: torch.Tensor, interleaved: bool = False) -> torch.Tensor:
+    """Rotate each channel pair of ``x`` by the angles ``theta``.
+
+    For pair i (half-split: channels i and i + R; interleaved: channels 2i and 2i + 1)
+    ``(a, b) -> (a cos theta_i - b sin theta_i, a sin theta_i + b cos theta_i)``.
+    The angle math (cos, sin, products) runs in float32, or float64 when x is float64, with
+    autocast disabled; the result is cast back to x's dtype. Angles should be small (the rotary
+    modules reduce them modulo 2 pi) so that float32 cos/sin stay accurate.
+
+    Memory: the autograd graph saves only ``x`` and ``theta``; cos/sin are recomputed in backward.
+    Gradients flow to both ``x`` and ``theta``.
+
+    Args:
+        x: ``(B, T, H, D)`` floating tensor, D even.
+        theta: ``(B or 1, T, H or 1, D/2)`` float32 or float64 angles in radians.
+        interleaved: pair channel 2i with 2i + 1 instead of i with i + D/2.
+
+    Returns:
+        ``(B, T, H, D)`` rotated x, in x's dtype.
+    """
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor; got {getattr(x, 'dtype', type(x))}")
+    if not torch.is_tensor(theta) or theta.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"theta must be a float32 or float64 tensor; got {getattr(theta, 'dtype', type(theta))}"
+        )
+    if x.dim() != 4 or x.shape[-1] % 2 != 0:
+        raise ValueError(f"x must have shape (B, T, H, D) with D even; got {tuple(x.shape)}")
+    B, T, H, D = x.shape
+    if (
+        theta.dim() != 4
+        or theta.shape[0] not in (1, B)
+        or theta.shape[1] != T
+        or theta.shape[2] not in (1, H)
+        or theta.shape[3] != D // 2
+    ):
+        raise ValueError(
+            f"theta must have shape (B or 1, T, H or 1, D/2) = ({B} or 1, {T}, {H} or 1, "
+            f"{D // 2}); got {tuple(theta.shape)}"
+        )
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _RotaryFunction.apply(x, theta, interleaved)

@@ -1,0 +1,207 @@
+"""Rotary configs: one small JSON-serialisable dataclass per embedding type, and named presets.
+
+``dataclasses.asdict(config)`` gives a plain dict (with its ``type``) that
+``parse_rotary_config`` / ``build_rotary`` turn back into the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+
+def _check_choice(owner: str, name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
+        raise ValueError(f"{owner}.{name} must be one of {allowed}; got {value!r}")
+
+
+def _check_number(
+    owner: str, name: str, value: Any, condition: str, ok: Callable[[Any], bool]
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ValueError(f"{owner}.{name} must be a number {condition}; got {value!r}")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and value >= 1
+
+
+@dataclass(frozen=True)
+class NoPEConfig:
+    """No position encoding."""
+
+    type: Literal["nope"] = "nope"
+
+
+@dataclass(frozen=True)
+class RoPEConfig:
+    """RoPE. ``base``: 10,000 classic, 500,000 in the Selective RoPE papers' baselines;
+    ``interleaved``: pair channels (2i, 2i+1) instead of (i, i + D/2)."""
+
+    type: Literal["rope"] = "rope"
+    base: float = 10000.0
+    interleaved: bool = False
+
+    def __post_init__(self) -> None:
+        _check_number("rope", "base", self.base, ">= 1", lambda v: v >= 1)
+        _check_choice("rope", "interleaved", self.interleaved, (False, True))
+
+
+@dataclass(frozen=True)
+class CARoPEConfig:
+    """CARoPE (see ``CARoPE``): ``base`` is the RoPE that ``rope_init`` reproduces at step 0;
+    ``pair_start`` 0 or 1 is the exponent of pair 0's increment f^i."""
+
+    type: Literal["carope"] = "carope"
+    base: float = 10000.0
+    rope_init: bool = True
+    pair_start: int = 0
+    interleaved: bool = False
+
+    def __post_init__(self) -> None:
+        _check_number("carope", "base", self.base, "> 1", lambda v: v > 1)
+        _check_choice("carope", "rope_init", self.rope_init, (False, True))
+        _check_choice("carope", "pair_start", self.pair_start, (0, 1))
+        _check_choice("carope", "interleaved", self.interleaved, (False, True))
+
+
+@dataclass(frozen=True)
+class SelectiveRoPEConfig:
+    """Selective RoPE options (arXiv 2511.17388), in pipeline order.
+
+    projection: ``"low-rank"`` (d -> rank -> H*R, all heads see all of x) or ``"full-rank"``
+        (per head, weight-normalised, times a learned scalar; head h sees its own slice of x).
+    rank: the low-rank width (Python default of the paper's code is 16, every yaml uses 32).
+    conv_activation: ``None`` (linear conv) or ``"silu"`` after the short conv.
+    skip_conv: replace the learned conv by the fixed difference p_t - p_{t-1} (the angle becomes
+        the current projection; the copying experiments' "RFF-like" variant).
+    conv_size: the learned conv's kernel width.
+    use_bias: add ``exp(b)`` per (head, pair), b initialised at 0 (+1 per token at init).
+    gate: ``None``, ``"standard"`` (d -> H), ``"low-rank"`` (d -> gate_rank -> H) or ``"gla"``
+        (d -> gate_rank -> H*R), a sigmoid multiplying the increments.
+    gate_rank: the low-rank width of the ``"low-rank"`` and ``"gla"`` gates.
+    frequencies: ``"rope"``: ``temp_max * theta_base^(-2i/D)``; ``"rfa"``: tan-shaped with
+        ``rfa_c`` in (0, 1), max ``temp_max``.
+    theta_base: >= 1 (1 gives all frequencies equal to temp_max: the state-tracking recipe).
+    rfa_c: 0.995 default; the copying config uses 0.9999.
+    temp_max: the largest frequency.
+    trainable_frequencies: learn the frequency vector (frozen buffer otherwise).
+    interleaved: pair channels (2i, 2i+1) instead of (i, i + D/2).
+    """
+
+    type: Literal["selective"] = "selective"
+    projection: str = "low-rank"
+    rank: int = 32
+    conv_activation: str | None = None
+    skip_conv: bool = False
+    conv_size: int = 4
+    use_bias: bool = False
+    gate: str | None = None
+    gate_rank: int = 16
+    frequencies: str = "rope"
+    theta_base: float = 500000.0
+    rfa_c: float = 0.995
+    temp_max: float = 1.0
+    trainable_frequencies: bool = False
+    interleaved: bool = False
+
+    def __post_init__(self) -> None:
+        owner = "selective"
+        _check_choice(owner, "projection", self.projection, ("low-rank", "full-rank"))
+        _check_number(owner, "rank", self.rank, ">= 1 (integer)", _positive_int)
+        _check_choice(owner, "conv_activation", self.conv_activation, (None, "silu"))
+        _check_choice(owner, "skip_conv", self.skip_conv, (False, True))
+        if self.skip_conv and self.conv_activation is not None:
+            raise ValueError(
+                "selective.conv_activation must be None when skip_conv is True (the fixed "
+                f"difference has no activation); got {self.conv_activation!r}"
+            )
+        _check_number(owner, "conv_size", self.conv_size, ">= 1 (integer)", _positive_int)
+        _check_choice(owner, "use_bias", self.use_bias, (False, True))
+        _check_choice(owner, "gate", self.gate, (None, "standard", "low-rank", "gla"))
+        _check_number(owner, "gate_rank", self.gate_rank, ">= 1 (integer)", _positive_int)
+        _check_choice(owner, "frequencies", self.frequencies, ("rope", "rfa"))
+        _check_number(owner, "theta_base", self.theta_base, ">= 1", lambda v: v >= 1)
+        _check_number(owner, "rfa_c", self.rfa_c, "in (0, 1)", lambda v: 0 < v < 1)
+        _check_number(owner, "temp_max", self.temp_max, "> 0", lambda v: v > 0)
+        _check_choice(owner, "trainable_frequencies", self.trainable_frequencies, (False, True))
+        _check_choice(owner, "interleaved", self.interleaved, (False, True))
+
+
+RotaryConfig = NoPEConfig | RoPEConfig | CARoPEConfig | SelectiveRoPEConfig
+
+CONFIG_TYPES: dict[str, type] = {
+    "nope": NoPEConfig,
+    "rope": RoPEConfig,
+    "carope": CARoPEConfig,
+    "selective": SelectiveRoPEConfig,
+}
+
+
+def parse_rotary_config(config: Mapping[str, Any] | RotaryConfig) -> RotaryConfig:
+    """Turn a dict such as ``{"type": "selective", "gate": "standard"}`` into its config dataclass.
+
+    Raises:
+        ValueError: unknown ``type``, unknown keys for that type, or invalid values (the message
+            names the key and the allowed values).
+    """
+    if isinstance(config, tuple(CONFIG_TYPES.values())):
+        return config
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict or a rotary config dataclass; got {type(config)}")
+    kind = config.get("type")
+    if kind not in CONFIG_TYPES:
+        raise ValueError(f"type must be one of {tuple(CONFIG_TYPES)}; got {kind!r}")
+    cls = CONFIG_TYPES[kind]
+    allowed = tuple(field.name for field in dataclasses.fields(cls))
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} for type {kind!r}; allowed keys: {allowed}")
+    return cls(**config)
+
+
+# The paper's best language-modelling setting (released LM sweep): full-rank per-head projection,
+# SiLU short conv, per-head phase gate, no bias, RoPE-type frozen frequencies with base 500,000.
+SELECTIVE_LM_RECIPE: Mapping[str, Any] = MappingProxyType(
+    {
+        "type": "selective",
+        "projection": "full-rank",
+        "conv_activation": "silu",
+        "gate": "standard",
+        "use_bias": False,
+        "frequencies": "rope",
+        "theta_base": 500000.0,
+    }
+)
+
+# State tracking (parity and group word problems): low-rank 32, linear conv, bias on (a learnable
+# per-pair frequency), no gate, all frequencies 1 (theta_base 1).
+SELECTIVE_STATE_TRACKING_RECIPE: Mapping[str, Any] = MappingProxyType(
+    {
+        "type": "selective",
+        "projection": "low-rank",
+        "rank": 32,
+        "conv_activation": None,
+        "use_bias": True,
+        "gate": None,
+        "frequencies": "rope",
+        "theta_base": 1.0,
+    }
+)
+
+# Copying with length generalisation: skip conv (absolute, token-local angles) and rfa frequencies
+# (c = 0.9999, max 0.25); the paper sweeps gate and bias on top of this.
+SELECTIVE_COPYING_RECIPE: Mapping[str, Any] = MappingProxyType(
+    {
+        "type": "selective",
+        "projection": "low-rank",
+        "rank": 32,
+        "skip_conv": True,
+        "frequencies": "rfa",
+        "rfa_c": 0.9999,
+        "temp_max": 0.25,
+    }
+)

@@ -1,0 +1,68 @@
+"""Content-independent position encodings: NoPE (none) and RoPE (closed-form angles)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from selrope.rotary.base import RotaryEmbedding, check_qkx, check_state_tensor
+from selrope.rotary.cumulative import wrap_angles
+from selrope.rotary.frequencies import Frequencies, rope_frequencies
+
+
+class NoPE(nn.Module):
+    """No position encoding: ``forward(q, k, x, state=None) -> (q, k, None)``."""
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, state: None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Returns q and k unchanged (after the same shape checks as the other embeddings)."""
+        check_qkx(q, k, x)
+        if state is not None:
+            raise ValueError(f"state must be None for NoPE; got {type(state).__name__}")
+        return q, k, None
+
+
+class RoPEState(NamedTuple):
+    """RoPE's streaming state.
+
+    offset: ``(B,)`` int64, the position of the next token of each sequence.
+    """
+
+    offset: torch.Tensor
+
+
+class RoPE(RotaryEmbedding):
+    """Rotary position embedding: ``theta[t, i] = (offset + t) * base^(-2i/D)``.
+
+    Positions are exact int64 counts; ``position * frequency`` is formed in float64 and reduced
+    modulo 2 pi before the float32 cast (see ``cumulative.py``), so angles stay accurate at any
+    length. Angles have shape ``(B, T, 1, D/2)`` (shared by all heads).
+
+    Args:
+        head_dim: D (even).
+        base: 10,000 classic; 500,000 in the Selective RoPE papers' baselines.
+        interleaved: pair channels (2i, 2i+1) instead of (i, i + D/2).
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0, interleaved: bool = False):
+        super().__init__()
+        self.head_dim = head_dim
+        self.interleaved = interleaved
+        self.frequencies = Frequencies(rope_frequencies(head_dim, base))
+
+    def angles(
+        self, x: torch.Tensor, state: RoPEState | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, RoPEState]:
+        B, T = x.shape[:2]
+        if state is None:
+            offset = torch.zeros(B, dtype=torch.int64, device=x.device)
+        else:
+            check_state_tensor("state.offset", getattr(state, "offset", None), (B,), torch.int64)
+            offset = state.offset
+        positions = offset[:, None] + torch.arange(T, device=x.device)  # (B, T) int64, exact
+        phase = positions.to(torch.float64)[:, :, None, None]  # (B, T, 1, 1)
+        theta = wrap_angles(phase, self.frequencies(), dtype)
+        return theta, RoPEState(offset + T)

@@ -1,0 +1,208 @@
+"""Selective RoPE (arXiv 2511.17388): input-dependent angle increments, accumulated over time."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from selrope.ops.short_conv import ShortConvolution, causal_depthwise_conv
+from selrope.rotary.base import CastLinear, RotaryEmbedding, check_state_tensor
+from selrope.rotary.config import SelectiveRoPEConfig
+from selrope.rotary.cumulative import cumulative_angles
+from selrope.rotary.frequencies import Frequencies, rfa_frequencies, rope_frequencies
+
+L2_EPS = 1e-6
+
+
+class SelectiveRoPEState(NamedTuple):
+    """Selective RoPE's streaming state (never modified in place).
+
+    phase: ``(B, H, D/2)`` float64, the raw accumulated increments (before the frequencies).
+    conv_cache: ``(B, H*D/2, W-1)`` the last raw projections p before the next token: W - 1 =
+        ``conv_size - 1`` of them for the learned conv, 1 (the previous projection) for skip conv.
+    """
+
+    phase: torch.Tensor
+    conv_cache: torch.Tensor
+
+
+class PerHeadProjection(nn.Module):
+    """Full-rank projection: ``p[h, j] = scale[h] * <x_h, w_hj / |w_hj|>``.
+
+    Head h reads only its own slice x_h of width d/H; each column w_hj is weight-normalised over
+    its input dimension, so ``|p| <= |scale[h]|`` for unit x_h. ``scale`` starts at 1 and carries
+    ``_no_weight_decay = True`` for optimisers that honour it. Columns start as PyTorch's
+    kaiming-uniform per head (the scale of that init is irrelevant after normalisation).
+
+    Args:
+        num_heads: H.
+        head_width: d/H, the width of each head's slice of x.
+        out_features: R increments per head.
+    """
+
+    def __init__(self, num_heads: int, head_width: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_heads, head_width, out_features))
+        for head in range(num_heads):
+            nn.init.kaiming_uniform_(self.weight[head].T)
+        self.scale = nn.Parameter(torch.ones(num_heads))
+        self.scale._no_weight_decay = True
+
+    def forward(self, x_heads: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, d/H) -> (B, T, H*R)`` in x's dtype."""
+        weight = self.weight.to(x_heads.dtype)
+        unit_columns = weight / weight.norm(dim=1, keepdim=True)
+        p = torch.einsum("bthc,hcr->bthr", x_heads, unit_columns)
+        return (p * self.scale.to(x_heads.dtype)[:, None]).flatten(2)
+
+
+class SelectiveRoPE(RotaryEmbedding):
+    """Selective RoPE: ``theta_t = omega * sum_{s <= t} gate_s * (conv(p)_s + exp(b))``.
+
+    Pipeline for x ``(B, T, d)`` (all of it in float32, or float64 for float64 q, autocast off):
+    1. per-head l2 normalisation: x split into H slices of width d/H, each divided by
+       ``sqrt(sum x^2 + 1e-6)``;
+    2. projection to p ``(B, T, H*R)``: low-rank (d -> rank -> H*R, no biases) or full-rank
+       (``PerHeadProjection``);
+    3. causal depthwise short conv over time (``conv_size``, activation None/SiLU), or the fixed
+       difference ``p_t - p_{t-1}`` (skip conv: the cumulative sum then gives back p_t);
+    4. optional ``+ exp(b)``, b ``(H, R)``;
+    5. optional sigmoid phase gate of the normalised x: per head (d -> H), low-rank per head
+       (d -> gate_rank -> H) or per pair (d -> gate_rank -> H*R, "gla");
+    6. cumulative sum over time (float64, continuing from ``state.phase``), times the frequencies
+       omega, reduced mod 2 pi (``cumulative_angles``);
+    7. rotation of q and k (``apply_rotary``).
+
+    Initialisation (Hugging-Face style, as the paper's LM/copying/state-tracking models):
+    Linear and conv weights ~ N(0, 0.02), zero biases (gate bias 0: the gate starts at 0.5), b = 0;
+    the full-rank projection keeps its kaiming-uniform directions with scale 1; frequencies are
+    fixed ``rope_frequencies`` / ``rfa_frequencies`` (float32, frozen unless trainable). With the
+    low-rank projection and no bias the initial angles are tiny (the model starts close to NoPE).
+
+    Args:
+        num_heads: H.
+        head_dim: D, the q/k head dimension (even; R = D/2 pairs).
+        model_dim: d, the width of x (divisible by H).
+        config: the options (``SelectiveRoPEConfig``; default: the paper code's defaults with
+            rank 32).
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        model_dim: int,
+        config: SelectiveRoPEConfig | None = None,
+    ):
+        super().__init__()
+        config = SelectiveRoPEConfig() if config is None else config
+        if head_dim < 2 or head_dim % 2:
+            raise ValueError(f"head_dim must be even and >= 2; got {head_dim}")
+        if model_dim % num_heads:
+            raise ValueError(
+                f"model_dim must be divisible by num_heads ({num_heads}); got {model_dim}"
+            )
+        self.config = config
+        self.num_heads, self.head_dim, self.model_dim = num_heads, head_dim, model_dim
+        self.interleaved = config.interleaved
+        pairs = head_dim // 2
+        channels = num_heads * pairs
+
+        if config.projection == "low-rank":
+            self.projection = nn.Sequential(
+                CastLinear(model_dim, config.rank, bias=False),
+                CastLinear(config.rank, channels, bias=False),
+            )
+        else:
+            self.projection = PerHeadProjection(num_heads, model_dim // num_heads, pairs)
+
+        if config.skip_conv:
+            self.conv = None
+        else:
+            self.conv = ShortConvolution(channels, config.conv_size, config.conv_activation)
+            nn.init.normal_(self.conv.weight, std=0.02)
+
+        self.log_bias = nn.Parameter(torch.zeros(num_heads, pairs)) if config.use_bias else None
+
+        gate_outputs = channels if config.gate == "gla" else num_heads
+        if config.gate is None:
+            self.gate = None
+        elif config.gate == "standard":
+            self.gate = CastLinear(model_dim, gate_outputs)
+        else:
+            self.gate = nn.Sequential(
+                CastLinear(model_dim, config.gate_rank, bias=False),
+                CastLinear(config.gate_rank, gate_outputs),
+            )
+
+        if config.frequencies == "rope":
+            values = rope_frequencies(head_dim, config.theta_base, config.temp_max)
+        else:
+            values = rfa_frequencies(head_dim, config.rfa_c, config.temp_max)
+        self.frequencies = Frequencies(values, trainable=config.trainable_frequencies)
+
+    @property
+    def conv_cache_width(self) -> int:
+        """W - 1: how many past raw projections the state keeps."""
+        return 1 if self.conv is None else self.config.conv_size - 1
+
+    def angle_increments(
+        self, x: torch.Tensor, conv_cache: torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps 1-5: per-token increments before the cumulative sum.
+
+        Args:
+            x: ``(B, T, d)``.
+            conv_cache: ``(B, H*R, W-1)`` raw projections before x, or None (sequence start).
+            dtype: float32 or float64, the dtype of the computation.
+
+        Returns:
+            ``(increments (B, T, H, R), new_conv_cache (B, H*R, W-1))``, both in ``dtype``.
+        """
+        B, T, _ = x.shape
+        H = self.num_heads
+        x_heads = x.to(dtype).unflatten(-1, (H, -1))
+        x_heads = x_heads / torch.sqrt(x_heads.square().sum(-1, keepdim=True) + L2_EPS)
+        x_unit = x_heads.flatten(2)
+
+        if isinstance(self.projection, PerHeadProjection):
+            p = self.projection(x_heads)
+        else:
+            p = self.projection(x_unit)
+
+        if self.conv is None:
+            difference = p.new_tensor([-1.0, 1.0]).expand(p.shape[-1], 2)
+            increments, new_cache = causal_depthwise_conv(p, difference, conv_cache)
+        else:
+            increments, new_cache = self.conv(p, conv_cache)
+        increments = increments.unflatten(-1, (H, -1))
+
+        if self.log_bias is not None:
+            increments = increments + self.log_bias.to(dtype).exp()
+        if self.gate is not None:
+            increments = increments * torch.sigmoid(self.gate(x_unit)).unflatten(-1, (H, -1))
+        return increments, new_cache
+
+    def angles(
+        self, x: torch.Tensor, state: SelectiveRoPEState | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, SelectiveRoPEState]:
+        phase = conv_cache = None
+        if state is not None:
+            B, pairs = x.shape[0], self.head_dim // 2
+            check_state_tensor(
+                "state.phase",
+                getattr(state, "phase", None),
+                (B, self.num_heads, pairs),
+                torch.float64,
+            )
+            check_state_tensor(
+                "state.conv_cache",
+                getattr(state, "conv_cache", None),
+                (B, self.num_heads * pairs, self.conv_cache_width),
+            )
+            phase, conv_cache = state.phase, state.conv_cache
+        increments, new_cache = self.angle_increments(x, conv_cache, dtype)
+        theta, new_phase = cumulative_angles(increments, self.frequencies(), phase)
+        return theta, SelectiveRoPEState(new_phase, new_cache)
