@@ -1,1 +1,69 @@
-"""selrope.tasks"""
+"""Deterministic synthetic tasks: state tracking on groups, MQAR, copying, MAD.
+
+`build_task(name, seed, **params)` returns a `TaskData` (see `selrope.tasks.base`); the builders
+below list each task's parameters and defaults, and docs/tasks.md describes the rules.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from selrope.tasks.base import IGNORE_INDEX, TaskData
+from selrope.tasks.copying import build_copying, copying_test, copying_train
+from selrope.tasks.groups import PermutationGroup, get_group, prefix_products
+from selrope.tasks.metrics import accuracy_by_prefix_length, masked_accuracy
+from selrope.tasks.mqar import build_mqar, mqar
+from selrope.tasks.state_tracking import build_state_tracking, state_tracking
+
+TASKS: dict[str, Callable[..., TaskData]] = {
+    "state_tracking": build_state_tracking,
+    "mqar": build_mqar,
+    "copying": build_copying,
+}
+
+
+def task_parameters(name: str) -> dict[str, Any]:
+    """The parameters a task accepts and their defaults."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; allowed: {sorted(TASKS)}")
+    signature = inspect.signature(TASKS[name])
+    return {p.name: p.default for p in signature.parameters.values() if p.name != "seed"}
+
+
+def build_task(name: str, seed: int = 0, **params: Any) -> TaskData:
+    """Build a task's train and test sets.
+
+    Args:
+        name: one of `TASKS` ("state_tracking", "mqar", "copying", "mad_<task>").
+        seed: non-negative int; the same seed and params give identical tensors.
+        **params: the task's parameters (see `task_parameters(name)`).
+
+    Raises:
+        ValueError: unknown task or parameter names (listing the allowed ones) or bad values.
+    """
+    allowed = task_parameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown} for task {name!r}; allowed: "
+                         f"{sorted(allowed)}")
+    return TASKS[name](seed, **params)
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TASKS",
+    "PermutationGroup",
+    "TaskData",
+    "accuracy_by_prefix_length",
+    "build_task",
+    "copying_test",
+    "copying_train",
+    "get_group",
+    "masked_accuracy",
+    "mqar",
+    "prefix_products",
+    "state_tracking",
+    "task_parameters",
+]
