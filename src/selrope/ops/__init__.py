@@ -1,1 +1,29 @@
-"""selrope.ops"""
+"""selrope.ops: sequence-mixing maths, pure functions on tensors in layout ``(B, T, H, D)``.
+
+Each recurrent op comes as a float64-safe loop reference (``recurrent_*``), a fast chunked form
+(``chunk_*``) and a one-token form (``*_step``, per-token tensors ``(B, H, D)``), with the same
+argument order. Softmax attention has an SDPA form, a float64 reference and a KV-cache form.
+"""
+
+from selrope.ops.attention import attention_with_cache, causal_attention, reference_attention
+from selrope.ops.gated_delta_rule import (
+    chunk_gated_delta_rule,
+    gated_delta_rule_step,
+    recurrent_gated_delta_rule,
+)
+from selrope.ops.gla import chunk_gla, gla_step, recurrent_gla
+from selrope.ops.short_conv import ShortConvolution, causal_depthwise_conv
+
+__all__ = [
+    "ShortConvolution",
+    "attention_with_cache",
+    "causal_attention",
+    "causal_depthwise_conv",
+    "chunk_gated_delta_rule",
+    "chunk_gla",
+    "gated_delta_rule_step",
+    "gla_step",
+    "recurrent_gated_delta_rule",
+    "recurrent_gla",
+    "reference_attention",
+]
