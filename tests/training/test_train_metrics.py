@@ -5,47 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from selrope.training.metrics import (
-    METRIC_COLUMNS,
-    MetricsLog,
-    accuracies,
-    accuracy_counts,
-    evaluate,
-    model_logits,
-)
+from selrope.training.metrics import METRIC_COLUMNS, MetricsLog, evaluate, model_logits
 
 IGN = -100
-
-
-def test_accuracy_counts_on_hand_made_batch():
-    targets = torch.tensor([
-        [IGN, 1, 2, 3],  # all right
-        [IGN, 1, 2, 3],  # wrong at t=2
-        [1, 1, IGN, 0],  # wrong at t=0
-        [IGN, IGN, IGN, IGN],  # nothing to score: not a sequence
-    ])
-    predictions = torch.tensor([
-        [9, 1, 2, 3],
-        [9, 1, 0, 3],
-        [0, 1, 5, 0],
-        [0, 0, 0, 0],
-    ])
-    counts = accuracy_counts(predictions, targets)
-    assert int(counts["tokens"]) == 9
-    assert int(counts["correct_tokens"]) == 7
-    assert int(counts["sequences"]) == 3
-    assert int(counts["correct_sequences"]) == 1
-    # rows right on all of 0..t: t=0: rows 0,1,3; t=1: same; t=2: rows 0,3; t=3: rows 0,3
-    assert counts["correct_prefixes"].tolist() == [3, 3, 2, 2]
-    acc = accuracies(counts, rows=4)
-    assert acc["token_accuracy"] == pytest.approx(7 / 9)
-    assert acc["sequence_accuracy"] == pytest.approx(1 / 3)
-    assert acc["prefix_accuracy"] == [0.75, 0.75, 0.5, 0.5]
-
-
-def test_accuracy_counts_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="shape"):
-        accuracy_counts(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long))
 
 
 class FixedLogits(nn.Module):

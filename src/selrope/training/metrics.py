@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from selrope.tasks.base import IGNORE_INDEX
+from selrope.tasks.metrics import accuracy_by_prefix_length, masked_accuracy
 
 METRIC_COLUMNS = (
     "step",
@@ -57,53 +58,6 @@ def sequence_loss(
     )
 
 
-def accuracy_counts(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Counts behind token, sequence and prefix accuracy, so that batches can be summed.
-
-    Args:
-        predictions: (B, T) int64, e.g. `logits.argmax(-1)`.
-        targets: (B, T) int64 with IGNORE_INDEX at ignored positions.
-    Returns:
-        Dict of int64 tensors: "correct_tokens", "tokens", "correct_sequences", "sequences"
-        (scalars; a row counts as a sequence when it has at least one target) and
-        "correct_prefixes" (T,): the number of rows whose positions 0..t are all right.
-    """
-    if predictions.shape != targets.shape or targets.ndim != 2:
-        raise ValueError(
-            f"predictions and targets must both have shape (B, T); got "
-            f"{tuple(predictions.shape)} and {tuple(targets.shape)}"
-        )
-    scored = targets != IGNORE_INDEX
-    right_or_ignored = (predictions == targets) | ~scored
-    has_targets = scored.any(dim=1)
-    return {
-        "correct_tokens": ((predictions == targets) & scored).sum(),
-        "tokens": scored.sum(),
-        "correct_sequences": (right_or_ignored.all(dim=1) & has_targets).sum(),
-        "sequences": has_targets.sum(),
-        "correct_prefixes": right_or_ignored.long().cumprod(dim=1).sum(dim=0),
-    }
-
-
-def accuracies(counts: dict[str, torch.Tensor], rows: int) -> dict[str, Any]:
-    """Turn summed `accuracy_counts` into fractions (NaN when there is nothing to score).
-
-    Returns:
-        "token_accuracy", "sequence_accuracy" floats and "prefix_accuracy", a list of T floats
-        (fraction of all `rows` whose first t+1 positions are right).
-    """
-
-    def ratio(num: torch.Tensor, den: torch.Tensor | int) -> float:
-        den = int(den)
-        return int(num) / den if den else math.nan
-
-    return {
-        "token_accuracy": ratio(counts["correct_tokens"], counts["tokens"]),
-        "sequence_accuracy": ratio(counts["correct_sequences"], counts["sequences"]),
-        "prefix_accuracy": [c / rows for c in counts["correct_prefixes"].tolist()],
-    }
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -122,14 +76,16 @@ def evaluate(
         batch_size: rows per forward pass.
         autocast_dtype: e.g. torch.bfloat16 to run the forward under autocast; None for fp32.
     Returns:
-        Dict with "loss" (mean cross-entropy per scored token), "token_accuracy",
-        "sequence_accuracy" and "prefix_accuracy" (list of T floats); see `accuracies`.
+        "loss": mean cross-entropy per scored token; "token_accuracy", "sequence_accuracy"
+        (see `selrope.tasks.metrics.masked_accuracy`: NaN when nothing is scored);
+        "prefix_accuracy": list of T floats, the fraction of rows whose first t+1 positions are
+        all right (`selrope.tasks.metrics.accuracy_by_prefix_length`).
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    totals: dict[str, torch.Tensor] = {}
+    loss_sum = 0.0
+    predictions = []
     try:
         for start in range(0, inputs.shape[0], batch_size):
             x = inputs[start : start + batch_size].to(device)
@@ -138,15 +94,19 @@ def evaluate(
                 device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
             ):
                 logits = model_logits(model, x)
-            loss_sum += sequence_loss(logits, y, reduction="sum").double().cpu()
-            for key, value in accuracy_counts(logits.argmax(-1), y).items():
-                totals[key] = totals.get(key, 0) + value.cpu()
+            loss_sum += sequence_loss(logits, y, reduction="sum").item()
+            predictions.append(logits.argmax(-1).cpu())
     finally:
         model.train(was_training)
-    result = accuracies(totals, rows=inputs.shape[0])
-    tokens = int(totals["tokens"])
-    result["loss"] = float(loss_sum) / tokens if tokens else math.nan
-    return result
+    predicted = torch.cat(predictions)
+    accuracy = masked_accuracy(predicted, targets)
+    tokens = accuracy["num_tokens"]
+    return {
+        "loss": loss_sum / tokens if tokens else math.nan,
+        "token_accuracy": accuracy["token_accuracy"],
+        "sequence_accuracy": accuracy["sequence_accuracy"],
+        "prefix_accuracy": accuracy_by_prefix_length(predicted, targets).tolist(),
+    }
 
 
 class MetricsLog:
