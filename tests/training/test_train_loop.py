@@ -33,12 +33,12 @@ def config(out_dir, **overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
-class Interrupt(Exception):
+class SimulatedKillError(Exception):
     """Stands in for a kill: raised from inside a training step."""
 
 
 class FailAfter(nn.Module):
-    """Wraps a model; the (k+1)-th training forward raises `Interrupt` or returns NaN logits."""
+    """Wraps a model; training forward k+1 raises SimulatedKillError or returns NaN logits."""
 
     def __init__(self, model: nn.Module, k: int, mode: str):
         super().__init__()
@@ -50,7 +50,7 @@ class FailAfter(nn.Module):
             self.calls += 1
             if self.calls > self.k:
                 if self.mode == "interrupt":
-                    raise Interrupt
+                    raise SimulatedKillError
                 return logits * float("nan")
         return logits
 
@@ -82,7 +82,7 @@ def test_resume_after_kill_reproduces_losses_bitwise(tmp_path, parity_task, make
     assert len(expected) == 12
 
     killed_dir = tmp_path / "killed"
-    with pytest.raises(Interrupt):
+    with pytest.raises(SimulatedKillError):
         train(
             FailAfter(make_model(seed=0), k=6, mode="interrupt"),
             parity_task,
