@@ -37,6 +37,12 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _cos_sin(theta: torch.Tensor, compute: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin in the wider of theta's dtype and the compute dtype, returned in the compute dtype."""
+    angles = theta.to(torch.promote_types(theta.dtype, compute))
+    return angles.cos().to(compute), angles.sin().to(compute)
+
+
 class _RotaryFunction(torch.autograd.Function):
     """Rotation with a hand-written backward that recomputes cos/sin.
 
@@ -50,7 +56,7 @@ class _RotaryFunction(torch.autograd.Function):
         ctx.save_for_backward(x, theta)
         ctx.interleaved = interleaved
         compute = _compute_dtype(x)
-        cos, sin = theta.cos().to(compute), theta.sin().to(compute)
+        cos, sin = _cos_sin(theta, compute)
         first, second = _split(x.to(compute), interleaved)
         return _merge(*_rotate_pairs(first, second, cos, sin), interleaved).to(x.dtype)
 
@@ -60,7 +66,7 @@ class _RotaryFunction(torch.autograd.Function):
         interleaved = ctx.interleaved
         compute = _compute_dtype(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            cos, sin = theta.cos().to(compute), theta.sin().to(compute)
+            cos, sin = _cos_sin(theta, compute)
             grad_first, grad_second = _split(grad_out.to(compute), interleaved)
             grad_x = grad_theta = None
             if ctx.needs_input_grad[0]:

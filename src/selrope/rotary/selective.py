@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selrope.ops.short_conv import ShortConvolution, causal_depthwise_conv
@@ -52,8 +53,8 @@ class PerHeadProjection(nn.Module):
 
     def forward(self, x_heads: torch.Tensor) -> torch.Tensor:
         """``(B, T, H, d/H) -> (B, T, H*R)`` in x's dtype."""
-        weight = self.weight.to(x_heads.dtype)
-        unit_columns = weight / weight.norm(dim=1, keepdim=True)
+        # F.normalize divides by max(|w|, 1e-12): an all-zero column gives 0, not NaN.
+        unit_columns = F.normalize(self.weight.to(x_heads.dtype), dim=1)
         p = torch.einsum("bthc,hcr->bthr", x_heads, unit_columns)
         return (p * self.scale.to(x_heads.dtype)[:, None]).flatten(2)
 
