@@ -1,1 +1,5 @@
-"""selrope.models"""
+"""The decoder language model and its configuration."""
+
+from selrope.models.lm import LanguageModel, LMConfig, ModelCache, build_mixer, lm_loss
+
+__all__ = ["LMConfig", "LanguageModel", "ModelCache", "build_mixer", "lm_loss"]

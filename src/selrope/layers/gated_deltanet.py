@@ -1,0 +1,136 @@
+"""Gated DeltaNet with any rotary embedding on q and k."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selrope.layers.blocks import ConvolvedProjection, GatedOutput
+from selrope.layers.recurrent_cache import RecurrentCache
+from selrope.ops import chunk_gated_delta_rule, gated_delta_rule_step, recurrent_gated_delta_rule
+from selrope.rotary import build_rotary
+
+FORMS = ("chunk", "recurrent")
+
+
+class GatedDeltaNet(nn.Module):
+    """Gated delta rule: ``S_t = e^{g_t} (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``.
+
+    q, k are rotated, then l2-normalised (a rotation keeps the norm, so the order is free);
+    ``o_t = D^-1/2 S_t^T q_t``. The decay is a scalar per head, Mamba-2 style:
+    ``g = -exp(A_log) * softplus(W_a x + dt_bias)`` with A ~ U(0, 16) and dt log-uniform in
+    [1e-3, 0.1] at init; ``beta = sigmoid(W_b x)``. Because the decay is scalar, GDN + rotary is
+    exactly a recurrence with transition ``e^{g}(I - beta k k^T) R(-angle increment)``.
+
+    Args:
+        model_dim: d.
+        num_heads: H; the q/k head dim is ``expand_k * d / H``.
+        rotary: rotary config for ``build_rotary``.
+        expand_k, expand_v: q/k width = expand_k * d, v width = expand_v * d.
+        use_short_conv: short causal convs (SiLU) on q, k, v (else a plain SiLU).
+        conv_size: their kernel width.
+        form: "chunk" (WY chunked form) or "recurrent" (time loop) for T > 1.
+        chunk_size: chunk length of the chunked form.
+        norm_eps: epsilon of the per-head output RMSNorm.
+    """
+
+    def __init__(
+        self,
+        model_dim: int,
+        num_heads: int,
+        rotary: Any = None,
+        expand_k: float = 1.0,
+        expand_v: float = 1.0,
+        use_short_conv: bool = True,
+        conv_size: int = 4,
+        form: str = "chunk",
+        chunk_size: int = 64,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        key_dim, value_dim = int(model_dim * expand_k), int(model_dim * expand_v)
+        if key_dim % num_heads or value_dim % num_heads:
+            raise ValueError(
+                f"num_heads must divide the key and value widths; got num_heads={num_heads}, "
+                f"key width={key_dim}, value width={value_dim}"
+            )
+        if (key_dim // num_heads) % 2:
+            raise ValueError(f"the key head dim must be even; got {key_dim // num_heads}")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}; got {form!r}")
+        self.num_heads = num_heads
+        self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
+        self.form = form
+        self.chunk_size = chunk_size
+        self.q_proj = ConvolvedProjection(model_dim, key_dim, use_short_conv, conv_size, True)
+        self.k_proj = ConvolvedProjection(model_dim, key_dim, use_short_conv, conv_size, True)
+        self.v_proj = ConvolvedProjection(model_dim, value_dim, use_short_conv, conv_size, True)
+        self.beta_proj = nn.Linear(model_dim, num_heads, bias=False)
+        self.decay_proj = nn.Linear(model_dim, num_heads, bias=False)
+        self.A_log = nn.Parameter(torch.log(torch.empty(num_heads).uniform_(1e-4, 16.0)))
+        dt = torch.exp(
+            torch.empty(num_heads).uniform_(math.log(1e-3), math.log(0.1))
+        ).clamp(min=1e-4)
+        # dt_bias stores softplus^{-1}(dt) so that softplus(0 + dt_bias) = dt at init.
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log._no_weight_decay = True
+        self.dt_bias._no_weight_decay = True
+        self.output = GatedOutput(model_dim, num_heads, self.head_v_dim, norm_eps)
+        self.rotary = build_rotary(
+            rotary or {"type": "nope"},
+            num_heads=num_heads,
+            head_dim=self.head_k_dim,
+            model_dim=model_dim,
+        )
+
+    def log_decay(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``(B, T, d)`` -> g ``(B, T, H)`` (<= 0), float32 or better."""
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dt = F.softplus(self.decay_proj(x).to(dtype) + self.dt_bias.to(dtype))
+        return -torch.exp(self.A_log.to(dtype)) * dt
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: RecurrentCache | None = None,
+        rotary_input: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, RecurrentCache]:
+        """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
+
+        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x).
+        """
+        B, T, _ = x.shape
+        past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
+        q, conv_q = self.q_proj(x, past.conv_q)
+        k, conv_k = self.k_proj(x, past.conv_k)
+        v, conv_v = self.v_proj(x, past.conv_v)
+        q = q.view(B, T, self.num_heads, self.head_k_dim)
+        k = k.view(B, T, self.num_heads, self.head_k_dim)
+        v = v.view(B, T, self.num_heads, self.head_v_dim)
+        q, k, rotary_state = self.rotary(
+            q, k, x if rotary_input is None else rotary_input, past.rotary_state
+        )
+        q = F.normalize(q, dim=-1, eps=1e-6)
+        k = F.normalize(k, dim=-1, eps=1e-6)
+        beta = torch.sigmoid(self.beta_proj(x))
+        g = self.log_decay(x)
+        if T == 1 and past.state is not None:
+            o, state = gated_delta_rule_step(
+                q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0], past.state
+            )
+            o = o.unsqueeze(1)
+        elif self.form == "chunk":
+            o, state = chunk_gated_delta_rule(
+                q, k, v, g, beta, initial_state=past.state, output_final_state=True,
+                chunk_size=self.chunk_size,
+            )
+        else:
+            o, state = recurrent_gated_delta_rule(
+                q, k, v, g, beta, initial_state=past.state, output_final_state=True
+            )
+        y = self.output(o, x)
+        return y, RecurrentCache(state, conv_q, conv_k, conv_v, rotary_state)

@@ -1,0 +1,147 @@
+"""Gated Linear Attention (GLA) with any rotary embedding on q and k."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selrope.layers.blocks import ConvolvedProjection, GatedOutput
+from selrope.layers.recurrent_cache import RecurrentCache
+from selrope.ops import chunk_gla, gla_step, recurrent_gla
+from selrope.rotary import build_rotary
+
+FORMS = ("chunk", "recurrent")
+DECAYS = ("learned", "none")
+
+
+class GatedLinearAttention(nn.Module):
+    """GLA: ``S_t = Diag(alpha_t) S_{t-1} + k_t v_t^T``, ``o_t = D^-1/2 S_t^T q_t``.
+
+    The forget gate is low rank, ``g = W_2 W_1 x + b`` (d -> ``gate_low_rank_dim`` -> key
+    width), and ``log alpha = logsigmoid(g) / gate_logit_normalizer`` per key channel. The rotary
+    embedding rotates q and k after the short convs; with ``tie_pair_decay`` the two channels of a
+    rotation pair share one decay, which makes GLA + a rotary embedding exactly a complex diagonal
+    recurrence (research notes A.5; the paper's code leaves them untied, our default too).
+
+    Args:
+        model_dim: d.
+        num_heads: H.
+        rotary: rotary config for ``build_rotary``.
+        expand_k, expand_v: q/k width = expand_k * d, v width = expand_v * d.
+        use_short_conv: short causal convs (SiLU) on q, k, v.
+        conv_size: their kernel width.
+        gate_low_rank_dim: rank of the forget-gate projection.
+        gate_logit_normalizer: divides logsigmoid of the gate (16 in the paper).
+        tie_pair_decay: share the decay of channels i and i + D/2 of each head.
+        decay: "learned" (GLA) or "none" (alpha = 1: linear attention, for ablations).
+        form: "chunk" (chunked-parallel) or "recurrent" (time loop) for T > 1.
+        chunk_size: chunk length of the chunked form.
+        norm_eps: epsilon of the per-head output RMSNorm.
+    """
+
+    def __init__(
+        self,
+        model_dim: int,
+        num_heads: int,
+        rotary: Any = None,
+        expand_k: float = 1.0,
+        expand_v: float = 1.0,
+        use_short_conv: bool = True,
+        conv_size: int = 4,
+        gate_low_rank_dim: int = 16,
+        gate_logit_normalizer: float = 16.0,
+        tie_pair_decay: bool = False,
+        decay: str = "learned",
+        form: str = "chunk",
+        chunk_size: int = 64,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        key_dim, value_dim = int(model_dim * expand_k), int(model_dim * expand_v)
+        if key_dim % num_heads or value_dim % num_heads:
+            raise ValueError(
+                f"num_heads must divide the key and value widths; got num_heads={num_heads}, "
+                f"key width={key_dim}, value width={value_dim}"
+            )
+        if (key_dim // num_heads) % 2:
+            raise ValueError(f"the key head dim must be even; got {key_dim // num_heads}")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}; got {form!r}")
+        if decay not in DECAYS:
+            raise ValueError(f"decay must be one of {DECAYS}; got {decay!r}")
+        self.num_heads = num_heads
+        self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
+        self.gate_logit_normalizer = gate_logit_normalizer
+        self.tie_pair_decay = tie_pair_decay
+        self.decay = decay
+        self.form = form
+        self.chunk_size = chunk_size
+        self.q_proj = ConvolvedProjection(model_dim, key_dim, use_short_conv, conv_size)
+        self.k_proj = ConvolvedProjection(model_dim, key_dim, use_short_conv, conv_size)
+        self.v_proj = ConvolvedProjection(model_dim, value_dim, use_short_conv, conv_size)
+        gate_width = key_dim // 2 if tie_pair_decay else key_dim
+        self.gate_proj = (
+            nn.Sequential(
+                nn.Linear(model_dim, gate_low_rank_dim, bias=False),
+                nn.Linear(gate_low_rank_dim, gate_width, bias=True),
+            )
+            if decay == "learned"
+            else None
+        )
+        self.output = GatedOutput(model_dim, num_heads, self.head_v_dim, norm_eps)
+        self.rotary = build_rotary(
+            rotary or {"type": "nope"},
+            num_heads=num_heads,
+            head_dim=self.head_k_dim,
+            model_dim=model_dim,
+        )
+
+    def log_decay(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``(B, T, d)`` -> log alpha ``(B, T, H, K)`` (<= 0), float32 or better."""
+        B, T, _ = x.shape
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        if self.gate_proj is None:  # decay "none": alpha = 1, plain linear attention
+            return x.new_zeros(B, T, self.num_heads, self.head_k_dim, dtype=dtype)
+        log_alpha = F.logsigmoid(self.gate_proj(x).to(dtype)) / self.gate_logit_normalizer
+        if self.tie_pair_decay:
+            log_alpha = log_alpha.view(B, T, self.num_heads, self.head_k_dim // 2)
+            return torch.cat([log_alpha, log_alpha], dim=-1)
+        return log_alpha.view(B, T, self.num_heads, self.head_k_dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: RecurrentCache | None = None,
+        rotary_input: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, RecurrentCache]:
+        """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
+
+        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x).
+        """
+        B, T, _ = x.shape
+        past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
+        q, conv_q = self.q_proj(x, past.conv_q)
+        k, conv_k = self.k_proj(x, past.conv_k)
+        v, conv_v = self.v_proj(x, past.conv_v)
+        q = q.view(B, T, self.num_heads, self.head_k_dim)
+        k = k.view(B, T, self.num_heads, self.head_k_dim)
+        v = v.view(B, T, self.num_heads, self.head_v_dim)
+        q, k, rotary_state = self.rotary(
+            q, k, x if rotary_input is None else rotary_input, past.rotary_state
+        )
+        g = self.log_decay(x).to(q.dtype)
+        if T == 1 and past.state is not None:
+            o, state = gla_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], past.state)
+            o = o.unsqueeze(1)
+        elif self.form == "chunk":
+            o, state = chunk_gla(
+                q, k, v, g, initial_state=past.state, output_final_state=True,
+                chunk_size=self.chunk_size,
+            )
+        else:
+            o, state = recurrent_gla(q, k, v, g, initial_state=past.state, output_final_state=True)
+        y = self.output(o, x)
+        return y, RecurrentCache(state, conv_q, conv_k, conv_v, rotary_state)

@@ -1,0 +1,163 @@
+"""LanguageModel: parallel == prefill + decoding, save/load, overfitting, config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selrope.models import LanguageModel, LMConfig, lm_loss
+from selrope.rotary import SELECTIVE_LM_RECIPE
+
+ROTARIES = {
+    "nope": {"type": "nope"},
+    "rope": {"type": "rope"},
+    "carope": {"type": "carope"},
+    "selective": SELECTIVE_LM_RECIPE,
+}
+MIXERS = ["attention", "gla", "gdn"]
+
+
+def tiny_model(mixer: str, rotary: dict, seed: int = 0, **overrides) -> LanguageModel:
+    torch.manual_seed(seed)
+    config = LMConfig(
+        vocab_size=23, d_model=32, n_layers=2, n_heads=2, mixer=mixer, rotary=rotary,
+        chunk_size=8, **overrides,
+    )
+    model = LanguageModel(config)
+    # Move every parameter off its initial value so that no path is trivially zero or identity.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("rotary", list(ROTARIES))
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_parallel_equals_prefill_then_token_by_token(mixer: str, rotary: str) -> None:
+    model = tiny_model(mixer, ROTARIES[rotary])
+    ids = torch.randint(0, 23, (2, 21), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(ids)
+        logits, cache = model(ids[:, :9], use_cache=True)
+        steps = [logits]
+        for t in range(9, ids.shape[1]):
+            logits, cache = model(ids[:, t : t + 1], cache)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_hybrid_and_embedding_source_decode(mixer: str) -> None:
+    pattern = [mixer, "attention"]
+    model = tiny_model(pattern, ROTARIES["carope"], rotary_source="embedding")
+    ids = torch.randint(0, 23, (3, 13), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(ids)
+        _, cache = model(ids[:, :5], use_cache=True)
+        chunk, cache = model(ids[:, 5:11], cache)
+        rest, _ = model(ids[:, 11:], cache)
+    torch.testing.assert_close(torch.cat([full[:, :5], chunk, rest], 1), full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mixer", ["gla", "gdn"])
+def test_chunk_and_recurrent_forms_agree(mixer: str) -> None:
+    chunked = tiny_model(mixer, ROTARIES["selective"]).double()
+    recurrent = tiny_model(mixer, ROTARIES["selective"], form="recurrent").double()
+    recurrent.load_state_dict(chunked.state_dict())
+    ids = torch.randint(0, 23, (2, 19), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(chunked(ids), recurrent(ids), atol=1e-10, rtol=1e-9)
+
+
+def test_generate_greedy_matches_full_recompute() -> None:
+    model = tiny_model("gla", ROTARIES["selective"])
+    prompt = torch.randint(0, 23, (2, 6), generator=torch.Generator().manual_seed(4))
+    out = model.generate(prompt, max_new_tokens=7)
+    assert out.shape == (2, 13)
+    assert torch.equal(out[:, :6], prompt)
+    with torch.no_grad():
+        for t in range(6, 13):
+            assert torch.equal(model(out[:, :t])[:, -1].argmax(-1), out[:, t])
+
+
+def test_generate_stops_rows_at_eos() -> None:
+    model = tiny_model("attention", ROTARIES["rope"])
+    prompt = torch.randint(0, 23, (3, 4), generator=torch.Generator().manual_seed(5))
+    greedy = model.generate(prompt, max_new_tokens=6)
+    eos = int(greedy[0, 5])  # the second generated token of row 0
+    out = model.generate(prompt, max_new_tokens=6, eos_id=eos)
+    first = int((out[0, 4:] == eos).nonzero()[0])
+    assert (out[0, 4 + first :] == eos).all()
+    sampled = model.generate(
+        prompt, max_new_tokens=5, temperature=0.8, top_k=3,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert sampled.shape == (3, 9)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_save_load_is_bit_exact(tmp_path, mixer: str) -> None:
+    model = tiny_model(mixer, ROTARIES["selective"], tie_embeddings=True)
+    model.save_pretrained(tmp_path)
+    loaded = LanguageModel.from_pretrained(tmp_path).eval()
+    assert loaded.config == model.config
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    ids = torch.randint(0, 23, (2, 9))
+    assert torch.equal(model(ids), loaded(ids))
+    assert loaded.lm_head.weight is loaded.embedding.weight
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.bin"))
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_tiny_model_overfits_one_batch(mixer: str) -> None:
+    torch.manual_seed(0)
+    model = LanguageModel(
+        LMConfig(vocab_size=16, d_model=32, n_layers=1, n_heads=2, mixer=mixer,
+                 rotary=ROTARIES["rope"], chunk_size=16)
+    )
+    ids = torch.randint(0, 16, (4, 17), generator=torch.Generator().manual_seed(6))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    for _ in range(300):
+        loss = lm_loss(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.05:
+            break
+    assert loss.item() < 0.05
+
+
+def test_lm_loss_ignores_minus_100() -> None:
+    logits = torch.randn(2, 3, 5)
+    targets = torch.tensor([[1, -100, 2], [-100, -100, 4]])
+    expected = torch.nn.functional.cross_entropy(
+        torch.stack([logits[0, 0], logits[0, 2], logits[1, 2]]), torch.tensor([1, 2, 4])
+    )
+    torch.testing.assert_close(lm_loss(logits, targets), expected)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"d_model": 30, "n_heads": 4}, "n_heads must divide d_model"),
+        ({"mixer": "mamba"}, "mixer must be one of"),
+        ({"mixer": ["gla"], "n_layers": 2}, "one entry per layer"),
+        ({"rotary_source": "query"}, "rotary_source must be one of"),
+        ({"n_layers": 0}, "n_layers must be a positive integer"),
+    ],
+)
+def test_bad_configs_raise(overrides: dict, message: str) -> None:
+    values = {"vocab_size": 10, "d_model": 32, "n_heads": 4, **overrides}
+    with pytest.raises(ValueError, match=message):
+        LMConfig(**values)
+
+
+def test_unknown_config_key_and_bad_input_ids() -> None:
+    with pytest.raises(ValueError, match="unknown LMConfig keys"):
+        LMConfig.from_dict({"vocab_size": 10, "heads": 3})
+    model = tiny_model("attention", ROTARIES["nope"])
+    with pytest.raises(ValueError, match="input_ids must be an integer tensor"):
+        model(torch.randn(2, 3))
