@@ -20,8 +20,14 @@ MIXERS = ["attention", "gla", "gdn"]
 def tiny_model(mixer: str, rotary: dict, seed: int = 0, **overrides) -> LanguageModel:
     torch.manual_seed(seed)
     config = LMConfig(
-        vocab_size=23, d_model=32, n_layers=2, n_heads=2, mixer=mixer, rotary=rotary,
-        chunk_size=8, **overrides,
+        vocab_size=23,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        mixer=mixer,
+        rotary=rotary,
+        chunk_size=8,
+        **overrides,
     )
     model = LanguageModel(config)
     # Move every parameter off its initial value so that no path is trivially zero or identity.
@@ -88,7 +94,10 @@ def test_generate_stops_rows_at_eos() -> None:
     first = int((out[0, 4:] == eos).nonzero()[0])
     assert (out[0, 4 + first :] == eos).all()
     sampled = model.generate(
-        prompt, max_new_tokens=5, temperature=0.8, top_k=3,
+        prompt,
+        max_new_tokens=5,
+        temperature=0.8,
+        top_k=3,
         generator=torch.Generator().manual_seed(0),
     )
     assert sampled.shape == (3, 9)
@@ -114,8 +123,15 @@ def test_save_load_is_bit_exact(tmp_path, mixer: str) -> None:
 def test_tiny_model_overfits_one_batch(mixer: str) -> None:
     torch.manual_seed(0)
     model = LanguageModel(
-        LMConfig(vocab_size=16, d_model=32, n_layers=1, n_heads=2, mixer=mixer,
-                 rotary=ROTARIES["rope"], chunk_size=16)
+        LMConfig(
+            vocab_size=16,
+            d_model=32,
+            n_layers=1,
+            n_heads=2,
+            mixer=mixer,
+            rotary=ROTARIES["rope"],
+            chunk_size=16,
+        )
     )
     ids = torch.randint(0, 16, (4, 17), generator=torch.Generator().manual_seed(6))
     inputs, targets = ids[:, :-1], ids[:, 1:]

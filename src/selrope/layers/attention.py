@@ -67,7 +67,10 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(shape)
         v = self.v_proj(x).view(shape)
         q, k, rotary_state = self.rotary(
-            q, k, x if rotary_input is None else rotary_input, None if cache is None else cache.rotary_state
+            q,
+            k,
+            x if rotary_input is None else rotary_input,
+            None if cache is None else cache.rotary_state,
         )
         past_k, past_v = (None, None) if cache is None else (cache.keys, cache.values)
         o, keys, values = attention_with_cache(q, k, v, past_k, past_v)

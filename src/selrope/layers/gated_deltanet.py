@@ -72,9 +72,9 @@ class GatedDeltaNet(nn.Module):
         self.beta_proj = nn.Linear(model_dim, num_heads, bias=False)
         self.decay_proj = nn.Linear(model_dim, num_heads, bias=False)
         self.A_log = nn.Parameter(torch.log(torch.empty(num_heads).uniform_(1e-4, 16.0)))
-        dt = torch.exp(
-            torch.empty(num_heads).uniform_(math.log(1e-3), math.log(0.1))
-        ).clamp(min=1e-4)
+        dt = torch.exp(torch.empty(num_heads).uniform_(math.log(1e-3), math.log(0.1))).clamp(
+            min=1e-4
+        )
         # dt_bias stores softplus^{-1}(dt) so that softplus(0 + dt_bias) = dt at init.
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         self.A_log._no_weight_decay = True
@@ -125,7 +125,13 @@ class GatedDeltaNet(nn.Module):
             o = o.unsqueeze(1)
         elif self.form == "chunk":
             o, state = chunk_gated_delta_rule(
-                q, k, v, g, beta, initial_state=past.state, output_final_state=True,
+                q,
+                k,
+                v,
+                g,
+                beta,
+                initial_state=past.state,
+                output_final_state=True,
                 chunk_size=self.chunk_size,
             )
         else:

@@ -138,7 +138,12 @@ class GatedLinearAttention(nn.Module):
             o = o.unsqueeze(1)
         elif self.form == "chunk":
             o, state = chunk_gla(
-                q, k, v, g, initial_state=past.state, output_final_state=True,
+                q,
+                k,
+                v,
+                g,
+                initial_state=past.state,
+                output_final_state=True,
                 chunk_size=self.chunk_size,
             )
         else:
