@@ -1,4 +1,4 @@
-"""apply_rotary: values vs a float64 loop, relative-position property, norms, broadcasting, grads."""
+"""apply_rotary: values vs a float64 loop, relative positions, norms, broadcasting, gradients."""
 
 from __future__ import annotations
 

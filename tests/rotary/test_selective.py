@@ -171,7 +171,9 @@ def test_gradcheck_parameters(options, randomise):
     params = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
 
     def run(x_in, *values):
-        q_rot, k_rot, state = functional_call(module, dict(zip(names, values)), (q, k, x_in))
+        q_rot, k_rot, state = functional_call(
+            module, dict(zip(names, values, strict=True)), (q, k, x_in)
+        )
         return q_rot, k_rot, state.phase
 
     assert torch.autograd.gradcheck(run, (x, *params))

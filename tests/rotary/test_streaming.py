@@ -66,7 +66,7 @@ def _check_streaming(module, seed: int) -> None:
         chunk_q, chunk_k, chunk_state = _run_in_pieces(module, q, k, x, sizes)
         torch.testing.assert_close(chunk_q, full_q, atol=1e-5, rtol=0)
         torch.testing.assert_close(chunk_k, full_k, atol=1e-5, rtol=0)
-        for chunk_tensor, full_tensor in zip(chunk_state, full_state):
+        for chunk_tensor, full_tensor in zip(chunk_state, full_state, strict=True):
             torch.testing.assert_close(chunk_tensor, full_tensor, atol=1e-5, rtol=0)
     # The rotation is not the identity, so the test above compares something.
     assert not torch.allclose(full_q, q, atol=1e-3)
@@ -98,7 +98,7 @@ def test_states_are_new_tensors_and_inputs_untouched(randomise):
     _, _, state = module(q[:, :5], k[:, :5], x[:, :5])
     before = [tensor.clone() for tensor in state]
     _, _, next_state = module(q[:, 5:], k[:, 5:], x[:, 5:], state)
-    for old, kept in zip(state, before):
+    for old, kept in zip(state, before, strict=True):
         torch.testing.assert_close(old, kept, atol=0, rtol=0)
-    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(state, next_state))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(state, next_state, strict=True))
     assert all(tensor.shape[0] == B for tensor in next_state)

@@ -38,7 +38,7 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _cos_sin(theta: torch.Tensor, compute: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin in the wider of theta's dtype and the compute dtype, returned in the compute dtype."""
+    """cos/sin in the wider of theta's dtype and the compute dtype, cast to the compute dtype."""
     angles = theta.to(torch.promote_types(theta.dtype, compute))
     return angles.cos().to(compute), angles.sin().to(compute)
 
