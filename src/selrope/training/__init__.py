@@ -1,1 +1,40 @@
-"""selrope.training"""
+"""selrope.training: optimiser groups, schedule, loop, checkpoints, metrics, results."""
+
+from .checkpoint import (
+    atomic_write,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import TrainConfig
+from .loop import DeterministicBatches, NonFiniteLossError, evaluate_tests, main_test_length, train
+from .metrics import MetricsLog, evaluate, read_metrics, sequence_loss
+from .optim import build_optimizer, lr_schedule, parameter_groups, wants_weight_decay
+from .parallel import run_parallel
+from .results import format_table, write_results
+
+__all__ = [
+    "DeterministicBatches",
+    "MetricsLog",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "atomic_write",
+    "build_optimizer",
+    "evaluate",
+    "evaluate_tests",
+    "format_table",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "lr_schedule",
+    "main_test_length",
+    "parameter_groups",
+    "read_metrics",
+    "run_parallel",
+    "save_checkpoint",
+    "sequence_loss",
+    "train",
+    "wants_weight_decay",
+    "write_results",
+]

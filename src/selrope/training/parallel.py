@@ -1,0 +1,54 @@
+"""Run independent jobs (e.g. one training run per seed) in parallel processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+Job = tuple[Callable[..., Any], dict[str, Any]]  # (top-level function, keyword arguments)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _init_worker(num_threads: int) -> None:
+    torch.set_num_threads(num_threads)
+
+
+def run_parallel(jobs: Sequence[Job], max_workers: int | None = None) -> list[Any]:
+    """Run `fn(**kwargs)` for every (fn, kwargs) job; return the results in job order.
+
+    With more than one worker, jobs run in `spawn`ed processes (so each `fn` must be a picklable
+    top-level function and its kwargs picklable), each limited to cpus // workers torch threads so
+    that workers do not oversubscribe the cores. With one worker they run here, one after another.
+
+    Args:
+        jobs: (function, kwargs) pairs.
+        max_workers: at most this many processes; default min(len(jobs), available cores).
+    Returns:
+        [fn(**kwargs) for fn, kwargs in jobs], in the same order. The first exception raised by
+        a job is re-raised.
+    """
+    if not jobs:
+        return []
+    cpus = available_cpus()
+    workers = min(len(jobs), max_workers or cpus)
+    if workers <= 1:
+        return [fn(**kwargs) for fn, kwargs in jobs]
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(max(1, cpus // workers),),
+    ) as pool:
+        futures = [pool.submit(fn, **kwargs) for fn, kwargs in jobs]
+        return [future.result() for future in futures]
