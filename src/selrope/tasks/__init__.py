@@ -13,6 +13,19 @@ from typing import Any
 from selrope.tasks.base import IGNORE_INDEX, TaskData
 from selrope.tasks.copying import build_copying, copying_test, copying_train
 from selrope.tasks.groups import PermutationGroup, get_group, prefix_products
+from selrope.tasks.mad import (
+    build_compression,
+    build_fuzzy_recall,
+    build_in_context_recall,
+    build_memorization,
+    build_noisy_recall,
+    build_selective_copying,
+    compression,
+    fuzzy_recall,
+    in_context_recall,
+    memorization,
+    selective_copying,
+)
 from selrope.tasks.metrics import accuracy_by_prefix_length, masked_accuracy
 from selrope.tasks.mqar import build_mqar, mqar
 from selrope.tasks.state_tracking import build_state_tracking, state_tracking
@@ -21,6 +34,12 @@ TASKS: dict[str, Callable[..., TaskData]] = {
     "state_tracking": build_state_tracking,
     "mqar": build_mqar,
     "copying": build_copying,
+    "mad_in_context_recall": build_in_context_recall,
+    "mad_noisy_recall": build_noisy_recall,
+    "mad_fuzzy_recall": build_fuzzy_recall,
+    "mad_selective_copying": build_selective_copying,
+    "mad_memorization": build_memorization,
+    "mad_compression": build_compression,
 }
 
 
@@ -58,12 +77,17 @@ __all__ = [
     "TaskData",
     "accuracy_by_prefix_length",
     "build_task",
+    "compression",
     "copying_test",
     "copying_train",
+    "fuzzy_recall",
     "get_group",
+    "in_context_recall",
     "masked_accuracy",
+    "memorization",
     "mqar",
     "prefix_products",
+    "selective_copying",
     "state_tracking",
     "task_parameters",
 ]
