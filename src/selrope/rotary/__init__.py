@@ -3,6 +3,7 @@
 Every embedding has ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)``.
 """
 
+from selrope.rotary.absolute import LearnedPositionEmbedding, SinusoidalPositionEmbedding
 from selrope.rotary.apply import apply_rotary
 from selrope.rotary.base import RotaryEmbedding
 from selrope.rotary.carope import CARoPE, CARoPEState, rope_init_bias
@@ -31,6 +32,7 @@ __all__ = [
     "CARoPEConfig",
     "CARoPEState",
     "Frequencies",
+    "LearnedPositionEmbedding",
     "NoPE",
     "NoPEConfig",
     "RoPE",
@@ -41,6 +43,7 @@ __all__ = [
     "SelectiveRoPE",
     "SelectiveRoPEConfig",
     "SelectiveRoPEState",
+    "SinusoidalPositionEmbedding",
     "apply_rotary",
     "build_rotary",
     "cumulative_angles",

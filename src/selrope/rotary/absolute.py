@@ -1,0 +1,72 @@
+"""Absolute position baselines added to the token embeddings (not rotations): sinusoidal and
+learned. Both take ``forward(x, offset=0) -> x + pe`` so a decoder can continue at ``offset``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _positions(x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
+    """``(B or 1, T)`` int64 positions of the tokens of x ``(B, T, d)`` starting at ``offset``."""
+    if x.dim() != 3:
+        raise ValueError(f"x must have shape (B, T, d); got {tuple(x.shape)}")
+    B, T, _ = x.shape
+    steps = torch.arange(T, device=x.device)
+    if isinstance(offset, int):
+        return (offset + steps)[None]
+    if offset.shape != (B,) or offset.dtype != torch.int64:
+        raise ValueError(
+            f"offset must be an int or an int64 tensor of shape (B,) = ({B},); "
+            f"got {offset.dtype} {tuple(offset.shape)}"
+        )
+    return offset[:, None] + steps
+
+
+class SinusoidalPositionEmbedding(nn.Module):
+    """Transformer sinusoids: ``pe[t, 2i] = sin(t w_i)``, ``pe[t, 2i+1] = cos(t w_i)``,
+    ``w_i = base^(-2i/d)``; ``t w_i`` is formed in float64 (exact at any position) and pe is cast
+    to x's dtype.
+
+    Args:
+        model_dim: d (even).
+        base: 10,000 as in the original Transformer.
+    """
+
+    def __init__(self, model_dim: int, base: float = 10000.0):
+        super().__init__()
+        if model_dim < 2 or model_dim % 2:
+            raise ValueError(f"model_dim must be even and >= 2; got {model_dim}")
+        self.model_dim, self.base = model_dim, base
+
+    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
+        """x ``(B, T, d)``, offset an int or ``(B,)`` int64 -> ``x + pe`` ``(B, T, d)``."""
+        positions = _positions(x, offset).to(torch.float64)
+        exponents = torch.arange(0, self.model_dim, 2, device=x.device, dtype=torch.float64)
+        angles = positions[..., None] * self.base ** (-exponents / self.model_dim)
+        pe = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+        return x + pe.to(x.dtype)
+
+
+class LearnedPositionEmbedding(nn.Module):
+    """A learned vector per absolute position (GPT-2 style), N(0, 0.02) at init.
+
+    Args:
+        max_positions: how many positions exist; later positions raise ValueError.
+        model_dim: d.
+    """
+
+    def __init__(self, max_positions: int, model_dim: int):
+        super().__init__()
+        self.table = nn.Embedding(max_positions, model_dim)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
+        """x ``(B, T, d)``, offset an int or ``(B,)`` int64 -> ``x + pe`` ``(B, T, d)``."""
+        positions = _positions(x, offset)
+        if positions.numel() and int(positions.max()) >= self.table.num_embeddings:
+            raise ValueError(
+                f"positions must be < max_positions = {self.table.num_embeddings}; "
+                f"got up to {int(positions.max())}"
+            )
+        return x + self.table(positions).to(x.dtype)
