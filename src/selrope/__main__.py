@@ -1,0 +1,5 @@
+"""``python -m selrope`` runs the command line."""
+
+from selrope.cli import main
+
+main()
