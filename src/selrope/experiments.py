@@ -160,7 +160,7 @@ def run_grid(specs: list[RunSpec], workers: int | None = None) -> list[dict[str,
 def grid_specs(
     base: RunSpec, mixers: list[str], rotaries: list[str], seeds: list[int], out_dir: str
 ) -> list[RunSpec]:
-    """``base`` crossed with mixers x rotaries x seeds, each run in ``out_dir/<mixer>-<rotary>-s<seed>``."""
+    """``base`` x mixers x rotaries x seeds, each run in ``out_dir/<mixer>-<rotary>-s<seed>``."""
     return [
         dataclasses.replace(
             base,
