@@ -1,0 +1,127 @@
+"""The selrope command line and the experiment runner, with tiny settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from selrope import cli, demo
+from selrope.experiments import RunSpec, rotary_preset, run_one
+
+TINY = [
+    "--task", "state_tracking", "--group", "Z2", "--train-len", "8", "--test-lens", "8,16",
+    "--num-train", "64", "--num-test", "16", "--d-model", "16", "--n-layers", "1",
+    "--n-heads", "2", "--steps", "4", "--batch-size", "16", "--eval-every", "2",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("3e-3", 3e-3), ("64", 64), ("64,256", [64, 256]), ("none", None), ("true", True),
+     ("gla", "gla"), ('{"a": 1}', {"a": 1}), ("2..64", "2..64")],
+)  # fmt: skip
+def test_parse_value(text: str, value) -> None:
+    assert cli.parse_value(text) == value
+
+
+def test_options_are_sorted_into_task_model_and_training() -> None:
+    spec = cli.spec_from_options(
+        cli.parse_options(
+            "train", [*TINY, "--mixer", "gdn", "--seed", "3", "--rotary", "rope", "--out", "x"]
+        )
+    )
+    assert spec.task_params == {
+        "group": "Z2",
+        "train_len": 8,
+        "test_lens": [8, 16],
+        "num_train": 64,
+        "num_test": 16,
+    }
+    assert spec.model == {"d_model": 16, "n_layers": 1, "n_heads": 2}
+    assert spec.train == {"steps": 4, "batch_size": 16, "eval_every": 2}
+    assert (spec.mixer, spec.rotary, spec.seed, spec.out_dir) == ("gdn", "rope", 3, "x")
+
+
+def test_config_file_is_read_and_flags_win(tmp_path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("task: state_tracking\ngroup: S3\nlr: 0.01\nd_model: 32\n")
+    spec = cli.spec_from_options(
+        cli.parse_options("train", ["--config", str(config), "--lr", "0.02"])
+    )
+    assert spec.task_params["group"] == "S3"
+    assert spec.train["lr"] == 0.02 and spec.model["d_model"] == 32
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_options("train", [*TINY, "--not-an-option", "1"])
+
+
+def test_train_command_writes_results(tmp_path, capsys) -> None:
+    cli.main(["train", *TINY, "--mixer", "gla", "--rotary", "selective", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [r["test_len"] for r in rows] == [8, 16]
+    for row in rows:
+        assert row["task"] == "state_tracking" and row["group"] == "Z2"
+        assert (row["mixer"], row["rotary"], row["seed"], row["train_len"]) == (
+            "gla",
+            "selective",
+            0,
+            8,
+        )
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["accuracy"] == row["sequence_accuracy"]
+    assert "| gla | selective |" in capsys.readouterr().out
+    assert (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_compare_runs_the_grid(tmp_path) -> None:
+    cli.main(["compare", *TINY, "--mixers", "gla,attention", "--rotaries", "nope,selective",
+              "--seeds", "0,1", "--workers", "1", "--out", str(tmp_path)])  # fmt: skip
+    rows = json.loads((tmp_path / "results.json").read_text())
+    variants = {(r["mixer"], r["rotary"], r["seed"]) for r in rows}
+    assert len(variants) == 8 and len(rows) == 16
+    table = (tmp_path / "results.md").read_text()
+    assert "| attention | selective | 2 |" in table
+
+
+def test_resume_continues_a_finished_run(tmp_path) -> None:
+    spec = RunSpec(task="state_tracking", mixer="gla", rotary="rope", out_dir=str(tmp_path),
+                   task_params={"train_len": 8, "test_lens": [8], "num_train": 64, "num_test": 16},
+                   model={"d_model": 16, "n_layers": 1, "n_heads": 2},
+                   train={"steps": 4, "batch_size": 16, "eval_every": 2})  # fmt: skip
+    first = run_one(spec, progress=False)
+    again = run_one(dataclasses.replace(spec, resume=True), progress=False)
+    assert [r["accuracy"] for r in first] == [r["accuracy"] for r in again]
+    assert again[0]["steps"] == 4
+
+
+def test_rotary_presets_follow_the_task() -> None:
+    assert rotary_preset("selective", "state_tracking")["theta_base"] == 1.0
+    assert rotary_preset("selective", "copying")["skip_conv"] is True
+    assert rotary_preset("rope", "mqar") == {"type": "rope", "base": 500000.0}
+    assert rotary_preset("selective", "mqar", {"use_bias": True}) == {
+        "type": "selective",
+        "use_bias": True,
+    }
+    with pytest.raises(ValueError, match="rotary must be one of"):
+        rotary_preset("alibi", "mqar")
+
+
+def test_demo_writes_table_json_and_plots(tmp_path, monkeypatch, capsys) -> None:
+    tiny = dataclasses.replace(
+        demo.DEMO_SPEC,
+        task_params={**demo.DEMO_SPEC.task_params, "train_len": 8, "test_lens": [8, 16],
+                     "num_train": 64, "num_test": 16},
+        model={"d_model": 16, "n_layers": 1, "n_heads": 2},
+        train={**demo.DEMO_SPEC.train, "steps": 2, "batch_size": 16, "eval_every": 2},
+    )  # fmt: skip
+    monkeypatch.setattr(demo, "DEMO_SPEC", tiny)
+    rows = demo.run_demo(tmp_path, workers=1)
+    assert {r["rotary"] for r in rows} == set(demo.DEMO_ROTARIES)
+    assert {r["seed"] for r in rows} == set(demo.DEMO_SEEDS)
+    assert (tmp_path / "results.json").exists() and (tmp_path / "results.md").exists()
+    pytest.importorskip("matplotlib")
+    assert list(tmp_path.glob("accuracy_vs_length*.png"))
+    assert "| gla | selective |" in capsys.readouterr().out
