@@ -15,7 +15,9 @@ from selrope.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
+    save_weights,
 )
 
 
@@ -155,3 +157,32 @@ def test_resaving_a_step_replaces_it(tmp_path):
     assert load_checkpoint(tmp_path / "step_00000005", Tied())["v"] == 2
     assert sorted(os.listdir(tmp_path)) == ["step_00000005"]
     assert sorted(os.listdir(tmp_path / "step_00000005")) == [MODEL_FILE, STATE_FILE]
+
+
+class SharedBuffer(nn.Module):
+    """Two parameters that are views into one buffer, as cuDNN lays out RNN weights."""
+
+    def __init__(self):
+        super().__init__()
+        buffer = torch.randn(10)
+        self.a = nn.Parameter(buffer[:4].view(2, 2))
+        self.b = nn.Parameter(buffer[4:])
+
+
+def test_weights_with_views_into_one_buffer_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = SharedBuffer()
+    assert model.a.untyped_storage().data_ptr() == model.b.untyped_storage().data_ptr()
+    save_weights(model, tmp_path / "w.safetensors")
+    fresh = SharedBuffer()
+    load_weights(fresh, tmp_path / "w.safetensors")
+    assert_same_params(model, fresh)
+
+
+def test_tied_weights_are_stored_once(tmp_path):
+    from safetensors import safe_open
+
+    model, _ = trained()
+    save_weights(model, tmp_path / "w.safetensors")
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
+        assert sorted(f.keys()) == ["embed.weight", "norm.bias", "norm.weight"]

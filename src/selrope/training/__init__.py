@@ -5,7 +5,9 @@ from .checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
+    save_weights,
 )
 from .config import TrainConfig
 from .loop import DeterministicBatches, NonFiniteLossError, evaluate_tests, main_test_length, train
@@ -27,12 +29,14 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_weights",
     "lr_schedule",
     "main_test_length",
     "parameter_groups",
     "read_metrics",
     "run_parallel",
     "save_checkpoint",
+    "save_weights",
     "sequence_loss",
     "train",
     "wants_weight_decay",

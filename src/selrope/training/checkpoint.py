@@ -2,7 +2,7 @@
 
 Layout under a checkpoint root (the trainer uses `out_dir/checkpoints`):
 
-    step_00000100/model.safetensors  weights (safetensors save_model: tied weights stored once)
+    step_00000100/model.safetensors  weights (`save_weights`: tied weights stored once)
     step_00000100/state.pt           torch.save'd dict: step, optimizer, rng, config, ...
 
 A checkpoint is assembled in a hidden temporary directory next to its final name, every file
@@ -14,6 +14,7 @@ holds only tensors, dicts, lists, tuples, numbers and strings, so it loads with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 MODEL_FILE = "model.safetensors"
@@ -69,6 +71,45 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def _save_state(state: dict[str, Any], tmp: Path) -> None:
     with tmp.open("wb") as f:
         torch.save(state, f)
+
+
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """Write `model.state_dict()` to a safetensors file, storing each shared tensor once.
+
+    Tied weights (one tensor under several names) are stored under their first name and the
+    other names recorded in the file's metadata ("aliases", JSON {alias: stored name}). Unlike
+    `safetensors.torch.save_model`, this also accepts parameters that are views into one
+    buffer (cuDNN's flattened RNN weights): every stored tensor is copied to its own CPU memory.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first_name: dict[tuple, str] = {}
+    for name, tensor in model.state_dict().items():
+        identity = (
+            tensor.device,
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tensor.stride(),
+            tensor.dtype,
+        )
+        if identity in first_name:
+            aliases[name] = first_name[identity]
+        else:
+            first_name[identity] = name
+            tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
+    save_file(tensors, str(path), metadata={"aliases": json.dumps(aliases)})
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a `save_weights` file into `model` (strict: every name must match)."""
+    path = str(path)
+    tensors = load_file(path)
+    with safe_open(path, "pt") as f:
+        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    for alias, stored in aliases.items():
+        tensors[alias] = tensors[stored]
+    model.load_state_dict(tensors, strict=True)
 
 
 def rng_state() -> dict[str, Any]:
@@ -136,7 +177,7 @@ def save_checkpoint(
     state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **(extra or {})}
     try:
         tmp_dir.mkdir()
-        atomic_write(tmp_dir / MODEL_FILE, lambda tmp: save_model(model, str(tmp)))
+        atomic_write(tmp_dir / MODEL_FILE, lambda tmp: save_weights(model, tmp))
         atomic_write(tmp_dir / STATE_FILE, lambda tmp: _save_state(state, tmp))
         if final.exists():  # re-saving a step: move the old copy aside, never merge into it
             trash = root / f".{final.name}.old-{os.getpid()}"
@@ -159,9 +200,11 @@ def load_checkpoint(
     path: str | Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Load weights into `model` (and optimizer state, if given) from a checkpoint directory.
+
+    Tensors are copied into the model's parameters and the optimizer's state follows them, so
+    a checkpoint written on one device loads onto any other.
 
     The global RNG is not touched; call `restore_rng_state(state["rng"])` to continue a run.
 
@@ -169,8 +212,7 @@ def load_checkpoint(
         The state dict saved beside the weights ("step", "optimizer", "rng", and the `extra` keys).
     """
     path = Path(path)
-    device = torch.device(device)
-    load_model(model, path / MODEL_FILE, device=str(device))
+    load_weights(model, path / MODEL_FILE)
     # CPU first: RNG states must stay CPU tensors; the optimizer moves its state to the params.
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     if optimizer is not None:

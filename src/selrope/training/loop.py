@@ -192,7 +192,7 @@ def train(
     last_eval: dict[int, dict[str, Any]] | None = None
     checkpoint = latest_checkpoint(checkpoint_root) if resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer, device=device)
+        state = load_checkpoint(checkpoint, model, optimizer)
         restore_rng_state(state["rng"])
         _warn_config_changes(state["config"], cfg)
         start_step, elapsed_before = state["step"], state["elapsed_s"]
