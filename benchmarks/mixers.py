@@ -1,0 +1,167 @@
+"""Forward+backward time and memory of one mixer layer, as ratios measured in the same run.
+
+Layers: softmax attention, GLA (chunked and recurrent forms) and Gated DeltaNet (chunked and
+recurrent), each with NoPE, RoPE and Selective RoPE (the LM recipe), at d=256, 4 heads, B=4.
+Ratio columns: Selective/RoPE (same layer and form), chunked/recurrent (same layer and rotary),
+and time(T)/time(T/4) (about 4 for a linear-time layer, 16 for a quadratic one).
+
+Memory column: on CPU, "saved MiB" is what autograd keeps from forward to backward (each storage
+once, parameters and the input excluded); on CUDA, "peak MiB" is the peak allocated during
+forward+backward above what was allocated before.
+
+The per-token recurrent loops are slow on a CPU (tens of seconds per fwd+bwd at T=4096), so they
+are measured only up to ``--max-recurrent-len`` (default 1024).
+
+    python benchmarks/mixers.py [--device cuda] [--quick] [--json rows.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from selrope.layers import Attention, GatedDeltaNet, GatedLinearAttention
+from selrope.rotary import SELECTIVE_LM_RECIPE
+
+ROTARIES = {
+    "nope": {"type": "nope"},
+    "rope": {"type": "rope"},
+    "selective": dict(SELECTIVE_LM_RECIPE),
+}
+LAYERS = {
+    "attention": lambda d, h, rotary: Attention(d, h, rotary),
+    "gla chunk": lambda d, h, rotary: GatedLinearAttention(d, h, rotary, form="chunk"),
+    "gla recurrent": lambda d, h, rotary: GatedLinearAttention(d, h, rotary, form="recurrent"),
+    "gdn chunk": lambda d, h, rotary: GatedDeltaNet(d, h, rotary, form="chunk"),
+    "gdn recurrent": lambda d, h, rotary: GatedDeltaNet(d, h, rotary, form="recurrent"),
+}
+
+
+def make_step(layer_name: str, rotary: str, B: int, T: int, d: int, H: int, device: torch.device):
+    """(step, excluded storages): step(saved=None) runs one forward+backward of the layer."""
+    torch.manual_seed(0)
+    layer = LAYERS[layer_name](d, H, ROTARIES[rotary]).to(device)
+    x = torch.randn(B, T, d, device=device, requires_grad=True)
+    grad = torch.randn(B, T, d, device=device)
+    leaves = [x, *layer.parameters(), *layer.buffers()]
+
+    def step(saved: list | None = None) -> None:
+        if saved is None:
+            y, _ = layer(x)
+        else:
+            with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.append(t) or t, lambda t: t
+            ):
+                y, _ = layer(x)
+        y.backward(grad)
+        for leaf in leaves:
+            leaf.grad = None
+
+    return step, {leaf.untyped_storage().data_ptr() for leaf in leaves}
+
+
+def saved_mib(step: Callable, exclude: set[int]) -> float:
+    saved: list[torch.Tensor] = []
+    step(saved)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
+    return sum(n for ptr, n in storages.items() if ptr not in exclude) / 2**20
+
+
+def peak_mib(step: Callable, device: torch.device) -> float:
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def time_ms(step: Callable, device: torch.device, repeats: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def run(device, lengths, B, d, H, repeats, max_recurrent_len) -> list[dict]:
+    measured: dict[tuple[str, str, int], tuple[float, float]] = {}
+    for T in lengths:
+        for layer in LAYERS:
+            if "recurrent" in layer and max_recurrent_len < T:
+                continue
+            for rotary in ROTARIES:
+                step, exclude = make_step(layer, rotary, B, T, d, H, device)
+                memory = (
+                    peak_mib(step, device) if device.type == "cuda" else saved_mib(step, exclude)
+                )
+                reps = repeats if "recurrent" not in layer else 1
+                measured[layer, rotary, T] = (time_ms(step, device, reps), memory)
+                print(f"  measured {layer:14s} {rotary:9s} T={T}", flush=True)
+    rows = []
+    for (layer, rotary, T), (ms, memory) in measured.items():
+        recurrent = layer.replace("chunk", "recurrent")
+        rows.append(
+            {
+                "layer": layer,
+                "rotary": rotary,
+                "T": T,
+                "fwd_bwd_ms": round(ms, 2),
+                "memory_mib": round(memory, 2),
+                "selective_vs_rope": ratio(ms, measured[layer, "rope", T][0])
+                if rotary == "selective"
+                else None,
+                "chunk_vs_recurrent": ratio(ms, measured.get((recurrent, rotary, T), (None,))[0])
+                if "chunk" in layer
+                else None,
+                "time_vs_quarter_T": ratio(ms, measured.get((layer, rotary, T // 4), (None,))[0]),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="short lengths, one repeat")
+    parser.add_argument("--json", help="write the rows to this path")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-recurrent-len", type=int, default=1024)
+    parser.add_argument("--lengths", type=lambda s: [int(n) for n in s.split(",")])
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    B, d, H = 4, 256, 4
+    lengths = args.lengths or ([64, 256] if args.quick else [256, 1024, 4096, 16384])
+    repeats = 1 if args.quick else args.repeats
+    rows = run(device, lengths, B, d, H, repeats, args.max_recurrent_len)
+    memory_name = "peak MiB" if device.type == "cuda" else "saved MiB"
+    print(f"\ndevice={device} B={B} d={d} H={H} float32, median of {repeats} fwd+bwd")
+    columns = ["layer", "rotary", "T", "fwd_bwd_ms", "memory_mib", "selective_vs_rope",
+               "chunk_vs_recurrent", "time_vs_quarter_T"]  # fmt: skip
+    names = ["layer", "rotary", "T", "fwd+bwd ms", memory_name, "Sel/RoPE", "chunk/rec", "T/(T/4)"]
+    print("| " + " | ".join(names) + " |")
+    print("|" + "---|" * len(names))
+    for row in rows:
+        print("| " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
