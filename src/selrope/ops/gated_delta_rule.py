@@ -109,10 +109,9 @@ def recurrent_gated_delta_rule(
         check_shape("initial_state", initial_state, (B, H, K, V), "(B, H, K, V)")
     state = initial_state
     outputs = []
-    for t in range(T):
-        o, state = gated_delta_rule_step(
-            q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t], state, scale
-        )
+    # unbind, not q[:, t]: autograd would allocate a full-size zero gradient per indexed step.
+    for q_t, k_t, v_t, g_t, beta_t in zip(*(x.unbind(1) for x in (q, k, v, g, beta)), strict=True):
+        o, state = gated_delta_rule_step(q_t, k_t, v_t, g_t, beta_t, state, scale)
         outputs.append(o)
     return torch.stack(outputs, dim=1), state if output_final_state else None
 
