@@ -93,7 +93,8 @@ def _peak_mib(step: Callable, device: torch.device) -> float:
 
 
 def _time_ms(step: Callable, device: torch.device, repeats: int) -> float:
-    step()  # warm-up
+    for _ in range(2):  # warm-up: the first calls pay for allocator growth
+        step()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
