@@ -36,11 +36,10 @@ TRAIN_OPTIONS = [
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value: JSON if it parses ("3e-3", "[64, 256]", "null", "true"), a
-    comma-separated list ("64,256" -> [64, 256]), else the string itself."""
+    """A command-line value: JSON if it parses ("3e-3", "[64, 256]", "null" for None, "true"),
+    a comma-separated list ("64,256" -> [64, 256]), else the string itself ("none" stays a
+    string: it is a valid choice of several options, e.g. ``--decay none``)."""
     lowered = text.strip().lower()
-    if lowered in ("none", "null"):
-        return None
     if lowered in ("true", "false"):
         return lowered == "true"
     try:

@@ -19,7 +19,7 @@ TINY = [
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("3e-3", 3e-3), ("64", 64), ("64,256", [64, 256]), ("none", None), ("true", True),
+    [("3e-3", 3e-3), ("64", 64), ("64,256", [64, 256]), ("null", None), ("none", "none"), ("true", True),
      ("gla", "gla"), ('{"a": 1}', {"a": 1}), ("2..64", "2..64")],
 )  # fmt: skip
 def test_parse_value(text: str, value) -> None:

@@ -15,6 +15,8 @@ ROTARIES = {
     "selective": SELECTIVE_LM_RECIPE,
 }
 MIXERS = ["attention", "gla", "gdn"]
+# The CUDA tests at the end run the same code on a GPU machine; CI is CPU-only.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def tiny_model(mixer: str, rotary: dict, seed: int = 0, **overrides) -> LanguageModel:
@@ -177,3 +179,36 @@ def test_unknown_config_key_and_bad_input_ids() -> None:
     model = tiny_model("attention", ROTARIES["nope"])
     with pytest.raises(ValueError, match="input_ids must be an integer tensor"):
         model(torch.randn(2, 3))
+
+
+@needs_cuda
+@pytest.mark.parametrize("rotary", ["nope", "rope", "carope", "selective"])
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_cuda_matches_cpu_and_decodes(mixer: str, rotary: str) -> None:
+    model = tiny_model(mixer, ROTARIES[rotary])
+    ids = torch.randint(0, 23, (2, 70), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cpu = model(ids)
+        model = model.cuda()
+        gpu_ids = ids.cuda()
+        full = model(gpu_ids)
+        logits, cache = model(gpu_ids[:, :40], use_cache=True)
+        steps = [logits]
+        for t in range(40, 70):
+            logits, cache = model(gpu_ids[:, t : t + 1], cache)
+            steps.append(logits)
+    torch.testing.assert_close(full.cpu(), cpu, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
+
+
+@needs_cuda
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_bf16_autocast_training_step_is_finite(mixer: str) -> None:
+    model = tiny_model(mixer, ROTARIES["selective"]).cuda().train()
+    ids = torch.randint(0, 23, (4, 130), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(ids)
+    loss = lm_loss(logits[:, :-1], ids[:, 1:])
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
