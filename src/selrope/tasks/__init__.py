@@ -65,8 +65,9 @@ def build_task(name: str, seed: int = 0, **params: Any) -> TaskData:
     allowed = task_parameters(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown parameters {unknown} for task {name!r}; allowed: "
-                         f"{sorted(allowed)}")
+        raise ValueError(
+            f"unknown parameters {unknown} for task {name!r}; allowed: {sorted(allowed)}"
+        )
     return TASKS[name](seed, **params)
 
 

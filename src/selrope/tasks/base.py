@@ -59,8 +59,7 @@ def as_rng(seed: Seed) -> np.random.Generator:
             raise ValueError(f"seed must be a non-negative int; got {seed}")
         return np.random.default_rng(int(seed))
     raise ValueError(
-        "seed must be an int, numpy.random.Generator or torch.Generator; "
-        f"got {type(seed).__name__}"
+        f"seed must be an int, numpy.random.Generator or torch.Generator; got {type(seed).__name__}"
     )
 
 

@@ -86,8 +86,9 @@ def copying_train(
     # offsetting each row's ends into its own range).
     positions = np.arange(C)
     offsets = (np.arange(N) * (ends[:, -1].max() + 1))[:, None]
-    flat = np.searchsorted((ends + offsets).ravel(), (positions[None, :] + offsets).ravel(),
-                           side="right")
+    flat = np.searchsorted(
+        (ends + offsets).ravel(), (positions[None, :] + offsets).ravel(), side="right"
+    )
     example = flat.reshape(N, C) - np.arange(N)[:, None] * max_examples
     rows = np.arange(N)[:, None]
     length = lengths[rows, example]
@@ -162,8 +163,9 @@ def build_copying(
     check_int("num_train", num_train, 1)
     check_int("num_test", num_test, 1)
     test_list = sorted(set(check_int_list("test_lens", test_lens, 1)))
-    train = copying_train(num_train, stream(seed, 0), context_len=context_len,
-                          min_len=min_len, max_len=max_len)
+    train = copying_train(
+        num_train, stream(seed, 0), context_len=context_len, min_len=min_len, max_len=max_len
+    )
     tests = {
         L: copying_test(L, num_test, stream(seed, 1, L), pad_to=test_pad_to) for L in test_list
     }

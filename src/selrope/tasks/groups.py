@@ -149,8 +149,10 @@ def get_group(name: str) -> PermutationGroup:
             )
         kind, n = match.group(1), int(match.group(2))
         if (kind in "ZS" and n < 2) or (kind == "A" and n < 3):
-            raise ValueError(f"group {part!r} in {name!r} is trivial or undefined; use n >= 2 "
-                             "for Z and S and n >= 3 for A")
+            raise ValueError(
+                f"group {part!r} in {name!r} is trivial or undefined; use n >= 2 "
+                "for Z and S and n >= 3 for A"
+            )
         order *= _factor_order(kind, n)
         if order > MAX_GROUP_ORDER:
             raise ValueError(f"group {name!r} has order > {MAX_GROUP_ORDER}, too large")

@@ -28,8 +28,9 @@ from selrope.tasks.base import (
 )
 
 
-def _shifted(sequence: np.ndarray, recall: np.ndarray | None, ignore: np.ndarray | None = None
-             ) -> tuple[Tensor, Tensor]:
+def _shifted(
+    sequence: np.ndarray, recall: np.ndarray | None, ignore: np.ndarray | None = None
+) -> tuple[Tensor, Tensor]:
     """(S[:-1], S[1:]) with targets kept where `recall` (test) or everywhere but `ignore`."""
     targets = sequence[:, 1:].copy()
     if recall is not None:
@@ -94,11 +95,14 @@ def in_context_recall(
     check_int("noise_vocab_size", noise_vocab_size, 0)
     K = (check_int("vocab_size", vocab_size, 2) - noise_vocab_size) // 2
     if K < 1:
-        raise ValueError(f"vocab_size={vocab_size} leaves no keys after {noise_vocab_size} noise "
-                         "tokens")
+        raise ValueError(
+            f"vocab_size={vocab_size} leaves no keys after {noise_vocab_size} noise tokens"
+        )
     if not 0.0 <= frac_noise < 1.0 or (frac_noise > 0 and noise_vocab_size == 0):
-        raise ValueError(f"frac_noise must be in [0, 1) and needs noise_vocab_size > 0; got "
-                         f"frac_noise={frac_noise}, noise_vocab_size={noise_vocab_size}")
+        raise ValueError(
+            f"frac_noise must be in [0, 1) and needs noise_vocab_size > 0; got "
+            f"frac_noise={frac_noise}, noise_vocab_size={noise_vocab_size}"
+        )
     rng = as_rng(seed)
     N, P = num_examples, seq_len // 2
     value_of_key = K + np.argsort(rng.random((N, K)), axis=1)  # per-row bijection
@@ -207,8 +211,12 @@ def fuzzy_recall(
     # the offset inside it, and key token o (o < klen) or value token o - klen
     positions = np.arange(seq_len)
     offsets = np.arange(N)[:, None] * (seq_len + 1)
-    seg = np.searchsorted((ends + offsets).ravel(), (positions[None, :] + offsets).ravel(),
-                          side="right").reshape(N, seq_len) - np.arange(N)[:, None] * width
+    seg = (
+        np.searchsorted(
+            (ends + offsets).ravel(), (positions[None, :] + offsets).ravel(), side="right"
+        ).reshape(N, seq_len)
+        - np.arange(N)[:, None] * width
+    )
     is_pad = positions[None, :] < ends[:, :1] - seg_len[:, :1]
     seg = np.minimum(seg, width - 1)
     e = np.take_along_axis(entry, seg, axis=1)
@@ -358,60 +366,128 @@ def _call(fn: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tenso
     return make
 
 
-def build_in_context_recall(seed: int, *, vocab_size: int = 16, seq_len: int = 128,
-                            num_train: int = 12_800, num_test: int = 1_280) -> TaskData:
+def build_in_context_recall(
+    seed: int,
+    *,
+    vocab_size: int = 16,
+    seq_len: int = 128,
+    num_train: int = 12_800,
+    num_test: int = 1_280,
+) -> TaskData:
     """MAD in-context recall (paper baseline: V 16, L 128, 12,800 train, 1,280 test)."""
-    params = {"vocab_size": vocab_size, "seq_len": seq_len, "num_train": num_train,
-              "num_test": num_test}
-    return _build("in_context_recall", seed, _call(in_context_recall), params,
-                  {"recall_only": True})
+    params = {
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "num_train": num_train,
+        "num_test": num_test,
+    }
+    return _build(
+        "in_context_recall", seed, _call(in_context_recall), params, {"recall_only": True}
+    )
 
 
-def build_noisy_recall(seed: int, *, vocab_size: int = 32, noise_vocab_size: int = 16,
-                       frac_noise: float = 0.2, seq_len: int = 128, num_train: int = 12_800,
-                       num_test: int = 1_280) -> TaskData:
+def build_noisy_recall(
+    seed: int,
+    *,
+    vocab_size: int = 32,
+    noise_vocab_size: int = 16,
+    frac_noise: float = 0.2,
+    seq_len: int = 128,
+    num_train: int = 12_800,
+    num_test: int = 1_280,
+) -> TaskData:
     """MAD noisy recall (paper baseline: V 32 with 16 noise tokens, frac_noise 0.2, L 128)."""
-    params = {"vocab_size": vocab_size, "noise_vocab_size": noise_vocab_size,
-              "frac_noise": frac_noise, "seq_len": seq_len, "num_train": num_train,
-              "num_test": num_test}
+    params = {
+        "vocab_size": vocab_size,
+        "noise_vocab_size": noise_vocab_size,
+        "frac_noise": frac_noise,
+        "seq_len": seq_len,
+        "num_train": num_train,
+        "num_test": num_test,
+    }
     return _build("noisy_recall", seed, _call(in_context_recall), params, {"recall_only": True})
 
 
-def build_fuzzy_recall(seed: int, *, vocab_size: int = 16, seq_len: int = 128,
-                       k_motif_size: int = 3, v_motif_size: int = 3,
-                       num_motifs: int | None = None, num_train: int = 12_800,
-                       num_test: int = 1_280) -> TaskData:
+def build_fuzzy_recall(
+    seed: int,
+    *,
+    vocab_size: int = 16,
+    seq_len: int = 128,
+    k_motif_size: int = 3,
+    v_motif_size: int = 3,
+    num_motifs: int | None = None,
+    num_train: int = 12_800,
+    num_test: int = 1_280,
+) -> TaskData:
     """MAD fuzzy recall (paper baseline: V 16, L 128, motifs of 1-3 tokens)."""
-    params = {"vocab_size": vocab_size, "seq_len": seq_len, "k_motif_size": k_motif_size,
-              "v_motif_size": v_motif_size, "num_motifs": num_motifs, "num_train": num_train,
-              "num_test": num_test}
+    params = {
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "k_motif_size": k_motif_size,
+        "v_motif_size": v_motif_size,
+        "num_motifs": num_motifs,
+        "num_train": num_train,
+        "num_test": num_test,
+    }
     return _build("fuzzy_recall", seed, _call(fuzzy_recall), params, {"recall_only": True})
 
 
-def build_selective_copying(seed: int, *, vocab_size: int = 16, seq_len: int = 256,
-                            num_tokens_to_copy: int = 16, num_train: int = 12_800,
-                            num_test: int = 1_280) -> TaskData:
+def build_selective_copying(
+    seed: int,
+    *,
+    vocab_size: int = 16,
+    seq_len: int = 256,
+    num_tokens_to_copy: int = 16,
+    num_train: int = 12_800,
+    num_test: int = 1_280,
+) -> TaskData:
     """MAD selective copying (paper baseline: V 16, L 256, 16 tokens to copy)."""
-    params = {"vocab_size": vocab_size, "seq_len": seq_len,
-              "num_tokens_to_copy": num_tokens_to_copy, "num_train": num_train,
-              "num_test": num_test}
-    return _build("selective_copying", seed, _call(selective_copying), params,
-                  {"recall_only": True})
+    params = {
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "num_tokens_to_copy": num_tokens_to_copy,
+        "num_train": num_train,
+        "num_test": num_test,
+    }
+    return _build(
+        "selective_copying", seed, _call(selective_copying), params, {"recall_only": True}
+    )
 
 
-def build_memorization(seed: int, *, vocab_size: int = 256, seq_len: int = 32,
-                       map_seed: int = 12345, num_train: int = 256,
-                       num_test: int = 1_280) -> TaskData:
+def build_memorization(
+    seed: int,
+    *,
+    vocab_size: int = 256,
+    seq_len: int = 32,
+    map_seed: int = 12345,
+    num_train: int = 256,
+    num_test: int = 1_280,
+) -> TaskData:
     """MAD memorization (paper baseline: V 256, L 32, 256 train rows, map seed 12345)."""
-    params = {"vocab_size": vocab_size, "seq_len": seq_len, "map_seed": map_seed,
-              "num_train": num_train, "num_test": num_test}
+    params = {
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "map_seed": map_seed,
+        "num_train": num_train,
+        "num_test": num_test,
+    }
     return _build("memorization", seed, _call(memorization), params, {})
 
 
-def build_compression(seed: int, *, vocab_size: int = 16, seq_len: int = 32,
-                      num_train: int = 12_800, num_test: int = 1_280) -> TaskData:
+def build_compression(
+    seed: int,
+    *,
+    vocab_size: int = 16,
+    seq_len: int = 32,
+    num_train: int = 12_800,
+    num_test: int = 1_280,
+) -> TaskData:
     """MAD compression data (paper baseline: V 16, L 32); needs an autoencoder, see
     `compression`."""
-    params = {"vocab_size": vocab_size, "seq_len": seq_len, "num_train": num_train,
-              "num_test": num_test}
+    params = {
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "num_train": num_train,
+        "num_test": num_test,
+    }
     return _build("compression", seed, _call(compression), params, {})

@@ -167,17 +167,32 @@ def build_mqar(
     width = max(train_lens)
     parts_in, parts_tg = [], []
     for length, n in zip(train_lens, train_kv, strict=True):
-        x, y = mqar(num_train, length, n, vocab_size, rng, power_a=power_a,
-                    random_non_queries=random_non_queries)
+        x, y = mqar(
+            num_train,
+            length,
+            n,
+            vocab_size,
+            rng,
+            power_a=power_a,
+            random_non_queries=random_non_queries,
+        )
         parts_in.append(np.pad(x.numpy(), ((0, 0), (0, width - length))))
-        parts_tg.append(np.pad(y.numpy(), ((0, 0), (0, width - length)),
-                               constant_values=IGNORE_INDEX))
+        parts_tg.append(
+            np.pad(y.numpy(), ((0, 0), (0, width - length)), constant_values=IGNORE_INDEX)
+        )
     order = rng.permutation(num_train * len(train_lens))
     train = (to_long(np.concatenate(parts_in)[order]), to_long(np.concatenate(parts_tg)[order]))
 
     tests = {
-        length: mqar(num_test, length, n, vocab_size, stream(seed, 1, length),
-                     power_a=power_a, random_non_queries=random_non_queries)
+        length: mqar(
+            num_test,
+            length,
+            n,
+            vocab_size,
+            stream(seed, 1, length),
+            power_a=power_a,
+            random_non_queries=random_non_queries,
+        )
         for length, n in zip(test_list, test_kv, strict=True)
     }
     params = {
