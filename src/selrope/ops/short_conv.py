@@ -50,7 +50,8 @@ def causal_depthwise_conv(
     y = F.conv1d(padded, weight.to(x.dtype).unsqueeze(1), groups=C).transpose(1, 2)
     if activation == "silu":
         y = F.silu(y)
-    new_cache = padded[:, :, padded.shape[2] - (width - 1) :]
+    # clone: a view would keep the whole padded (B, C, W-1+T) input alive inside every cache.
+    new_cache = padded[:, :, padded.shape[2] - (width - 1) :].clone()
     return y, new_cache
 
 
