@@ -79,7 +79,8 @@ def base_parser(prog: str, grid: bool) -> argparse.ArgumentParser:
         dest="rotary_options",
         type=json.loads,
         default=argparse.SUPPRESS,
-        help="JSON overrides, e.g. '{\"use_bias\": false}'",
+        help='JSON overrides per rotary name, e.g. \'{"selective": {"use_bias": false}}\' '
+        "(train also accepts the inner dict alone)",
     )
     if grid:
         parser.add_argument("--mixers", type=parse_list, default=argparse.SUPPRESS)
@@ -128,12 +129,16 @@ def spec_from_options(options: dict[str, Any]) -> RunSpec:
     options = dict(options)
     task = options.pop("task")
     task_keys = set(task_parameters(task))
+    rotary = options.pop("rotary", "selective")
+    rotary_options = options.pop("rotary_options", {})
+    if rotary_options and not set(rotary_options) & set(ROTARY_NAMES):
+        rotary_options = {rotary: rotary_options}  # train: the overrides of its one rotary
     spec = RunSpec(
         task=task,
         mixer=options.pop("mixer", "gla"),
-        rotary=options.pop("rotary", "selective"),
+        rotary=rotary,
         seed=int(options.pop("seed", 0)),
-        rotary_options=options.pop("rotary_options", {}),
+        rotary_options=rotary_options,
         out_dir=str(options.pop("out", "runs/train")),
         resume=bool(options.pop("resume", False)),
     )

@@ -45,18 +45,30 @@ IDENTITY_PARAMS = {"state_tracking": ("group",), "mqar": ("num_kv_pairs", "vocab
 TRAIN_LENGTH_PARAM = {"state_tracking": "train_len", "mqar": "seq_len", "copying": "max_len"}
 
 
-def rotary_preset(name: str, task: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The rotary config called ``name`` ("nope" | "rope" | "carope" | "selective") for ``task``,
-    with ``overrides`` applied on top (e.g. ``{"use_bias": False}``)."""
+def rotary_preset(
+    name: str, task: str, options: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The rotary config called ``name`` ("nope" | "rope" | "carope" | "selective") for ``task``.
+
+    ``options`` maps rotary names to overrides of their preset, e.g.
+    ``{"selective": {"projection": "full-rank"}}``; only ``options[name]`` applies, so one grid
+    can change one embedding without touching the others.
+    """
     if name not in ROTARY_NAMES:
         raise ValueError(f"rotary must be one of {ROTARY_NAMES}; got {name!r}")
+    options = options or {}
+    unknown = sorted(set(options) - set(ROTARY_NAMES))
+    if unknown:
+        raise ValueError(
+            f"rotary_options must map rotary names {ROTARY_NAMES} to overrides; got keys {unknown}"
+        )
     preset = {
         "nope": {"type": "nope"},
         "rope": dict(BASELINE_ROPE),
         "carope": {"type": "carope"},
         "selective": SELECTIVE_BY_TASK.get(task, {"type": "selective"}),
     }[name]
-    return {**preset, **(overrides or {})}
+    return {**preset, **options.get(name, {})}
 
 
 def accuracy_metric(task: str) -> str:
@@ -72,7 +84,8 @@ class RunSpec:
     Attributes:
         task: a ``selrope.tasks`` task name; ``task_params`` its parameters.
         mixer: "attention" | "gla" | "gdn" (or a per-layer list).
-        rotary: a name of ``ROTARY_NAMES``; ``rotary_options`` override the preset's keys.
+        rotary: a name of ``ROTARY_NAMES``; ``rotary_options`` maps rotary names to overrides
+            of their presets (see ``rotary_preset``).
         seed: seeds the data, the model initialisation and the batch order.
         model: ``LMConfig`` fields (vocab_size, mixer and rotary come from the task and above).
         train: ``TrainConfig`` fields (seed and out_dir are set by the run).
@@ -85,7 +98,7 @@ class RunSpec:
     rotary: str
     seed: int = 0
     task_params: dict[str, Any] = field(default_factory=dict)
-    rotary_options: dict[str, Any] = field(default_factory=dict)
+    rotary_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     out_dir: str = "runs/run"

@@ -19,8 +19,8 @@ TINY = [
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("3e-3", 3e-3), ("64", 64), ("64,256", [64, 256]), ("null", None), ("none", "none"), ("true", True),
-     ("gla", "gla"), ('{"a": 1}', {"a": 1}), ("2..64", "2..64")],
+    [("3e-3", 3e-3), ("64", 64), ("64,256", [64, 256]), ("null", None), ("none", "none"),
+     ("true", True), ("gla", "gla"), ('{"a": 1}', {"a": 1}), ("2..64", "2..64")],
 )  # fmt: skip
 def test_parse_value(text: str, value) -> None:
     assert cli.parse_value(text) == value
@@ -101,10 +101,11 @@ def test_rotary_presets_follow_the_task() -> None:
     assert rotary_preset("selective", "state_tracking")["theta_base"] == 1.0
     assert rotary_preset("selective", "copying")["skip_conv"] is True
     assert rotary_preset("rope", "mqar") == {"type": "rope", "base": 500000.0}
-    assert rotary_preset("selective", "mqar", {"use_bias": True}) == {
-        "type": "selective",
-        "use_bias": True,
-    }
+    options = {"selective": {"use_bias": True}}
+    assert rotary_preset("selective", "mqar", options) == {"type": "selective", "use_bias": True}
+    assert rotary_preset("rope", "mqar", options) == {"type": "rope", "base": 500000.0}
+    with pytest.raises(ValueError, match="rotary_options must map rotary names"):
+        rotary_preset("selective", "mqar", {"use_bias": True})
     with pytest.raises(ValueError, match="rotary must be one of"):
         rotary_preset("alibi", "mqar")
 

@@ -51,4 +51,9 @@ def run_parallel(jobs: Sequence[Job], max_workers: int | None = None) -> list[An
         initargs=(max(1, cpus // workers),),
     ) as pool:
         futures = [pool.submit(fn, **kwargs) for fn, kwargs in jobs]
-        return [future.result() for future in futures]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            # Fail fast: don't run the queued jobs of a grid that is already broken.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
