@@ -1,13 +1,17 @@
-"""Pieces shared by the linear-recurrent layers: convolved projections and the gated output."""
+"""Pieces shared by the linear-recurrent layers: rotated q/k/v projections and the gated output."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from selrope.layers.norm import RMSNorm
+from selrope.layers.recurrent_cache import RecurrentCache
 from selrope.ops import ShortConvolution
+from selrope.rotary import build_rotary
 
 
 class ConvolvedProjection(nn.Module):
@@ -66,3 +70,58 @@ class GatedOutput(nn.Module):
         """o ``(B, T, H, V)``, x ``(B, T, d)`` -> ``(B, T, d)``."""
         gate = F.silu(self.gate_proj(x))
         return self.o_proj(self.norm(o).flatten(2) * gate)
+
+
+class RotatedQKV(nn.Module):
+    """q, k, v projections (each with an optional short conv) and the rotary embedding on q, k.
+
+    Args:
+        model_dim: d.
+        num_heads: H.
+        head_k_dim, head_v_dim: per-head widths of q/k and v.
+        rotary: rotary config for ``build_rotary``.
+        use_short_conv, conv_size, silu_without_conv: see :class:`ConvolvedProjection`.
+    """
+
+    def __init__(
+        self,
+        model_dim: int,
+        num_heads: int,
+        head_k_dim: int,
+        head_v_dim: int,
+        rotary: Any,
+        use_short_conv: bool,
+        conv_size: int,
+        silu_without_conv: bool = False,
+    ):
+        super().__init__()
+        self.shapes = (num_heads, head_k_dim, head_v_dim)
+        key_dim, value_dim = num_heads * head_k_dim, num_heads * head_v_dim
+        conv = (use_short_conv, conv_size, silu_without_conv)
+        self.q_proj = ConvolvedProjection(model_dim, key_dim, *conv)
+        self.k_proj = ConvolvedProjection(model_dim, key_dim, *conv)
+        self.v_proj = ConvolvedProjection(model_dim, value_dim, *conv)
+        self.rotary = build_rotary(
+            rotary or {"type": "nope"},
+            num_heads=num_heads,
+            head_dim=head_k_dim,
+            model_dim=model_dim,
+        )
+
+    def forward(
+        self, x: torch.Tensor, past: RecurrentCache, rotary_input: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentCache]:
+        """x ``(B, T, d)`` -> rotated q, k ``(B, T, H, K)``, v ``(B, T, H, V)`` and the new cache
+        without its recurrent state (``state=None``; the layer fills it in)."""
+        B, T, _ = x.shape
+        H, K, V = self.shapes
+        q, conv_q = self.q_proj(x, past.conv_q)
+        k, conv_k = self.k_proj(x, past.conv_k)
+        v, conv_v = self.v_proj(x, past.conv_v)
+        q, k, rotary_state = self.rotary(
+            q.view(B, T, H, K),
+            k.view(B, T, H, K),
+            x if rotary_input is None else rotary_input,
+            past.rotary_state,
+        )
+        return q, k, v.view(B, T, H, V), RecurrentCache(None, conv_q, conv_k, conv_v, rotary_state)

@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.layers.blocks import ConvolvedProjection, GatedOutput
+from selrope.layers.blocks import GatedOutput, RotatedQKV
 from selrope.layers.recurrent_cache import RecurrentCache
 from selrope.ops import chunk_gated_delta_rule, gated_delta_rule_step, recurrent_gated_delta_rule
-from selrope.rotary import build_rotary
 
 FORMS = ("chunk", "recurrent")
 
@@ -66,9 +65,16 @@ class GatedDeltaNet(nn.Module):
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
         self.form = form
         self.chunk_size = chunk_size
-        self.q_proj = ConvolvedProjection(model_dim, key_dim, use_short_conv, conv_size, True)
-        self.k_proj = ConvolvedProjection(model_dim, key_dim, use_short_conv, conv_size, True)
-        self.v_proj = ConvolvedProjection(model_dim, value_dim, use_short_conv, conv_size, True)
+        self.qkv = RotatedQKV(
+            model_dim,
+            num_heads,
+            self.head_k_dim,
+            self.head_v_dim,
+            rotary,
+            use_short_conv,
+            conv_size,
+            True,
+        )
         self.beta_proj = nn.Linear(model_dim, num_heads, bias=False)
         self.decay_proj = nn.Linear(model_dim, num_heads, bias=False)
         self.A_log = nn.Parameter(torch.log(torch.empty(num_heads).uniform_(1e-4, 16.0)))
@@ -80,12 +86,6 @@ class GatedDeltaNet(nn.Module):
         self.A_log._no_weight_decay = True
         self.dt_bias._no_weight_decay = True
         self.output = GatedOutput(model_dim, num_heads, self.head_v_dim, norm_eps)
-        self.rotary = build_rotary(
-            rotary or {"type": "nope"},
-            num_heads=num_heads,
-            head_dim=self.head_k_dim,
-            model_dim=model_dim,
-        )
 
     def log_decay(self, x: torch.Tensor) -> torch.Tensor:
         """x ``(B, T, d)`` -> g ``(B, T, H)`` (<= 0), float32 or better."""
@@ -105,15 +105,7 @@ class GatedDeltaNet(nn.Module):
         """
         B, T, _ = x.shape
         past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
-        q, conv_q = self.q_proj(x, past.conv_q)
-        k, conv_k = self.k_proj(x, past.conv_k)
-        v, conv_v = self.v_proj(x, past.conv_v)
-        q = q.view(B, T, self.num_heads, self.head_k_dim)
-        k = k.view(B, T, self.num_heads, self.head_k_dim)
-        v = v.view(B, T, self.num_heads, self.head_v_dim)
-        q, k, rotary_state = self.rotary(
-            q, k, x if rotary_input is None else rotary_input, past.rotary_state
-        )
+        q, k, v, new_cache = self.qkv(x, past, rotary_input)
         q = F.normalize(q, dim=-1, eps=1e-6)
         k = F.normalize(k, dim=-1, eps=1e-6)
         beta = torch.sigmoid(self.beta_proj(x))
@@ -139,4 +131,4 @@ class GatedDeltaNet(nn.Module):
                 q, k, v, g, beta, initial_state=past.state, output_final_state=True
             )
         y = self.output(o, x)
-        return y, RecurrentCache(state, conv_q, conv_k, conv_v, rotary_state)
+        return y, new_cache._replace(state=state)

@@ -8,10 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.layers.blocks import ConvolvedProjection, GatedOutput
+from selrope.layers.blocks import GatedOutput, RotatedQKV
 from selrope.layers.recurrent_cache import RecurrentCache
 from selrope.ops import chunk_gla, gla_step, recurrent_gla
-from selrope.rotary import build_rotary
 
 FORMS = ("chunk", "recurrent")
 DECAYS = ("learned", "none")
@@ -79,9 +78,15 @@ class GatedLinearAttention(nn.Module):
         self.decay = decay
         self.form = form
         self.chunk_size = chunk_size
-        self.q_proj = ConvolvedProjection(model_dim, key_dim, use_short_conv, conv_size)
-        self.k_proj = ConvolvedProjection(model_dim, key_dim, use_short_conv, conv_size)
-        self.v_proj = ConvolvedProjection(model_dim, value_dim, use_short_conv, conv_size)
+        self.qkv = RotatedQKV(
+            model_dim,
+            num_heads,
+            self.head_k_dim,
+            self.head_v_dim,
+            rotary,
+            use_short_conv,
+            conv_size,
+        )
         gate_width = key_dim // 2 if tie_pair_decay else key_dim
         self.gate_proj = (
             nn.Sequential(
@@ -92,12 +97,6 @@ class GatedLinearAttention(nn.Module):
             else None
         )
         self.output = GatedOutput(model_dim, num_heads, self.head_v_dim, norm_eps)
-        self.rotary = build_rotary(
-            rotary or {"type": "nope"},
-            num_heads=num_heads,
-            head_dim=self.head_k_dim,
-            model_dim=model_dim,
-        )
 
     def log_decay(self, x: torch.Tensor) -> torch.Tensor:
         """x ``(B, T, d)`` -> log alpha ``(B, T, H, K)`` (<= 0), float32 or better."""
@@ -123,16 +122,8 @@ class GatedLinearAttention(nn.Module):
         """
         B, T, _ = x.shape
         past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
-        q, conv_q = self.q_proj(x, past.conv_q)
-        k, conv_k = self.k_proj(x, past.conv_k)
-        v, conv_v = self.v_proj(x, past.conv_v)
-        q = q.view(B, T, self.num_heads, self.head_k_dim)
-        k = k.view(B, T, self.num_heads, self.head_k_dim)
-        v = v.view(B, T, self.num_heads, self.head_v_dim)
-        q, k, rotary_state = self.rotary(
-            q, k, x if rotary_input is None else rotary_input, past.rotary_state
-        )
-        g = self.log_decay(x).to(q.dtype)
+        q, k, v, new_cache = self.qkv(x, past, rotary_input)
+        g = self.log_decay(x)  # float32 or better, also under bf16 autocast
         if T == 1 and past.state is not None:
             o, state = gla_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], past.state)
             o = o.unsqueeze(1)
@@ -149,4 +140,4 @@ class GatedLinearAttention(nn.Module):
         else:
             o, state = recurrent_gla(q, k, v, g, initial_state=past.state, output_final_state=True)
         y = self.output(o, x)
-        return y, RecurrentCache(state, conv_q, conv_k, conv_v, rotary_state)
+        return y, new_cache._replace(state=state)
