@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from measure import memory_mib, recording_saved_tensors, time_ms
 
 from selrope.layers import Attention, GatedDeltaNet, GatedLinearAttention
 from selrope.rotary import SELECTIVE_LM_RECIPE
@@ -51,48 +49,13 @@ def make_step(layer_name: str, rotary: str, B: int, T: int, d: int, H: int, devi
     leaves = [x, *layer.parameters(), *layer.buffers()]
 
     def step(saved: list | None = None) -> None:
-        if saved is None:
+        with recording_saved_tensors(saved):
             y, _ = layer(x)
-        else:
-            with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: saved.append(t) or t, lambda t: t
-            ):
-                y, _ = layer(x)
         y.backward(grad)
         for leaf in leaves:
             leaf.grad = None
 
     return step, {leaf.untyped_storage().data_ptr() for leaf in leaves}
-
-
-def saved_mib(step: Callable, exclude: set[int]) -> float:
-    saved: list[torch.Tensor] = []
-    step(saved)
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
-    return sum(n for ptr, n in storages.items() if ptr not in exclude) / 2**20
-
-
-def peak_mib(step: Callable, device: torch.device) -> float:
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    step()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-
-
-def time_ms(step: Callable, device: torch.device, repeats: int) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -107,9 +70,7 @@ def run(device, lengths, B, d, H, repeats, max_recurrent_len) -> list[dict]:
                 continue
             for rotary in ROTARIES:
                 step, exclude = make_step(layer, rotary, B, T, d, H, device)
-                memory = (
-                    peak_mib(step, device) if device.type == "cuda" else saved_mib(step, exclude)
-                )
+                memory = memory_mib(step, device, exclude)
                 reps = repeats if "recurrent" not in layer else 1
                 measured[layer, rotary, T] = (time_ms(step, device, reps), memory)
                 print(f"  measured {layer:14s} {rotary:9s} T={T}", flush=True)

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from measure import memory_mib, recording_saved_tensors, time_ms
 
 from selrope.rotary import SELECTIVE_LM_RECIPE, apply_rotary, build_rotary
 
@@ -58,53 +56,13 @@ def _step_function(name: str, B: int, T: int, H: int, D: int, device: torch.devi
         leaves = [q, k, x, *module.parameters(), *module.buffers()]
 
     def step(saved: list | None = None) -> None:
-        if saved is None:
+        with recording_saved_tensors(saved):
             q_rot, k_rot = forward()
-        else:
-            with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: saved.append(t) or t, lambda t: t
-            ):
-                q_rot, k_rot = forward()
         torch.autograd.backward((q_rot, k_rot), (grad_q, grad_k))
         for leaf in leaves:
             leaf.grad = None
 
     return step, {leaf.untyped_storage().data_ptr() for leaf in leaves}
-
-
-def _saved_mib(step: Callable, exclude: set[int]) -> float:
-    saved: list[torch.Tensor] = []
-    step(saved)
-    storages = {}
-    for tensor in saved:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in exclude:
-            storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values()) / 2**20
-
-
-def _peak_mib(step: Callable, device: torch.device) -> float:
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    step()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-
-
-def _time_ms(step: Callable, device: torch.device, repeats: int) -> float:
-    for _ in range(2):  # warm-up: the first calls pay for allocator growth
-        step()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def run(device: torch.device, lengths: list[int], B: int, H: int, D: int, repeats: int) -> list:
@@ -113,8 +71,8 @@ def run(device: torch.device, lengths: list[int], B: int, H: int, D: int, repeat
         measured = {}
         for name in CASES:
             step, exclude = _step_function(name, B, T, H, D, device)
-            memory = _peak_mib(step, device) if device.type == "cuda" else _saved_mib(step, exclude)
-            measured[name] = (_time_ms(step, device, repeats), memory)
+            memory = memory_mib(step, device, exclude)
+            measured[name] = (time_ms(step, device, repeats), memory)
         rope_ms, rope_mem = measured["rope"]
         for name, (ms, memory) in measured.items():
             rows.append(

@@ -1,0 +1,60 @@
+"""Timing and memory measurement shared by the benchmark scripts.
+
+Memory: on CPU, ``saved_mib`` is what autograd keeps from forward to backward (each storage
+counted once, the excluded storages, e.g. inputs and parameters, left out); on CUDA,
+``peak_mib`` is ``torch.cuda.max_memory_allocated`` during one step above what was allocated
+before it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def saved_mib(step: Callable, exclude: set[int]) -> float:
+    """MiB autograd saves for backward in ``step(saved_list)``; ``exclude`` storages left out."""
+    saved: list[torch.Tensor] = []
+    step(saved)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
+    return sum(n for ptr, n in storages.items() if ptr not in exclude) / 2**20
+
+
+def peak_mib(step: Callable, device: torch.device) -> float:
+    """Peak CUDA MiB allocated during ``step()`` above what was allocated before it."""
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def memory_mib(step: Callable, device: torch.device, exclude: set[int]) -> float:
+    """``peak_mib`` on CUDA, ``saved_mib`` elsewhere."""
+    return peak_mib(step, device) if device.type == "cuda" else saved_mib(step, exclude)
+
+
+def time_ms(step: Callable, device: torch.device, repeats: int) -> float:
+    """Median wall time of ``step()`` in ms over ``repeats`` runs, after one warm-up run."""
+    step()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def recording_saved_tensors(saved: list | None):
+    """A context that appends every tensor autograd saves to ``saved`` (a no-op for None)."""
+    if saved is None:
+        return torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)
