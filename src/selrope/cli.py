@@ -4,6 +4,7 @@
     selrope compare --task mqar --mixers gla,gdn,attention --rotaries nope,rope,selective \\
                     --seeds 0,1,2 --out DIR
     selrope demo    --out DIR
+    selrope theory  (softmax as random rotations; rotation leakage and the decay window)
 
 Options come from the fields of ``LMConfig`` (model), ``TrainConfig`` (optimiser and loop) and
 the chosen task's parameters (``selrope.tasks.task_parameters``), written with dashes
@@ -183,7 +184,12 @@ def command_compare(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": command_train, "compare": command_compare, "demo": command_demo}
+    commands = {
+        "train": command_train,
+        "compare": command_compare,
+        "demo": command_demo,
+        "theory": command_theory,
+    }
     if not argv or argv[0] not in commands:
         print(__doc__)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
@@ -198,3 +204,11 @@ def command_demo(argv: list[str]) -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     run_demo(args.out, args.workers)
+
+
+def command_theory(argv: list[str]) -> None:
+    from selrope.analysis.theory import theory_report
+
+    parser = argparse.ArgumentParser(prog="selrope theory")
+    parser.add_argument("--seed", type=int, default=0)
+    print(theory_report(parser.parse_args(argv).seed))

@@ -126,3 +126,9 @@ def test_demo_writes_table_json_and_plots(tmp_path, monkeypatch, capsys) -> None
     pytest.importorskip("matplotlib")
     assert list(tmp_path.glob("accuracy_vs_length*.png"))
     assert "| gla | selective |" in capsys.readouterr().out
+
+
+def test_theory_command_prints_both_tables(capsys) -> None:
+    cli.main(["theory"])
+    out = capsys.readouterr().out
+    assert "Softmax kernel from random rotations" in out and "Rotation kernel leakage" in out

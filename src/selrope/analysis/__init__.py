@@ -1,1 +1,1 @@
-"""selrope.analysis"""
+"""Theory demos: softmax as implicit rotation, spectral leakage and the decay window."""
