@@ -1,17 +1,20 @@
-# Two entry points for a fresh machine: `make demo` (main job) and `make test` (test suite).
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the suite).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test bench
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+# Re-run when pyproject.toml changes; the stamp is written only after every step succeeded.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# Install torch only when none is importable: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,plot]"
+	touch $(STAMP)
 
-setup: $(BIN)/python
+setup: $(STAMP)
 
 demo: setup
 	$(BIN)/selrope demo --out runs/demo
@@ -22,3 +25,4 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/rotary.py
+	$(BIN)/python benchmarks/mixers.py
