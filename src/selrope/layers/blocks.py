@@ -13,6 +13,30 @@ from selrope.layers.recurrent_cache import RecurrentCache
 from selrope.ops import ShortConvolution
 from selrope.rotary import build_rotary
 
+FORMS = ("chunk", "recurrent")
+
+
+def head_widths(
+    model_dim: int, num_heads: int, expand_k: float, expand_v: float, form: str
+) -> tuple[int, int]:
+    """The per-head q/k and v widths of a linear-recurrent layer, with the checks they need.
+
+    Raises:
+        ValueError: num_heads does not divide the widths, the q/k head dim is odd (rotation
+            pairs), or ``form`` is not "chunk" / "recurrent".
+    """
+    key_dim, value_dim = int(model_dim * expand_k), int(model_dim * expand_v)
+    if key_dim % num_heads or value_dim % num_heads:
+        raise ValueError(
+            f"num_heads must divide the key and value widths; got num_heads={num_heads}, "
+            f"key width={key_dim}, value width={value_dim}"
+        )
+    if (key_dim // num_heads) % 2:
+        raise ValueError(f"the key head dim must be even; got {key_dim // num_heads}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}; got {form!r}")
+    return key_dim // num_heads, value_dim // num_heads
+
 
 class ConvolvedProjection(nn.Module):
     """``Linear(d -> out)`` followed by an optional short causal conv (SiLU) with a cache.

@@ -9,11 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.layers.blocks import GatedOutput, RotatedQKV
+from selrope.layers.blocks import GatedOutput, RotatedQKV, head_widths
 from selrope.layers.recurrent_cache import RecurrentCache
 from selrope.ops import chunk_gated_delta_rule, gated_delta_rule_step, recurrent_gated_delta_rule
-
-FORMS = ("chunk", "recurrent")
 
 
 class GatedDeltaNet(nn.Module):
@@ -51,18 +49,10 @@ class GatedDeltaNet(nn.Module):
         norm_eps: float = 1e-6,
     ):
         super().__init__()
-        key_dim, value_dim = int(model_dim * expand_k), int(model_dim * expand_v)
-        if key_dim % num_heads or value_dim % num_heads:
-            raise ValueError(
-                f"num_heads must divide the key and value widths; got num_heads={num_heads}, "
-                f"key width={key_dim}, value width={value_dim}"
-            )
-        if (key_dim // num_heads) % 2:
-            raise ValueError(f"the key head dim must be even; got {key_dim // num_heads}")
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}; got {form!r}")
+        self.head_k_dim, self.head_v_dim = head_widths(
+            model_dim, num_heads, expand_k, expand_v, form
+        )
         self.num_heads = num_heads
-        self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
         self.form = form
         self.chunk_size = chunk_size
         self.qkv = RotatedQKV(

@@ -8,11 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.layers.blocks import GatedOutput, RotatedQKV
+from selrope.layers.blocks import GatedOutput, RotatedQKV, head_widths
 from selrope.layers.recurrent_cache import RecurrentCache
 from selrope.ops import chunk_gla, gla_step, recurrent_gla
 
-FORMS = ("chunk", "recurrent")
 DECAYS = ("learned", "none")
 
 
@@ -59,20 +58,12 @@ class GatedLinearAttention(nn.Module):
         norm_eps: float = 1e-6,
     ):
         super().__init__()
-        key_dim, value_dim = int(model_dim * expand_k), int(model_dim * expand_v)
-        if key_dim % num_heads or value_dim % num_heads:
-            raise ValueError(
-                f"num_heads must divide the key and value widths; got num_heads={num_heads}, "
-                f"key width={key_dim}, value width={value_dim}"
-            )
-        if (key_dim // num_heads) % 2:
-            raise ValueError(f"the key head dim must be even; got {key_dim // num_heads}")
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}; got {form!r}")
+        self.head_k_dim, self.head_v_dim = head_widths(
+            model_dim, num_heads, expand_k, expand_v, form
+        )
         if decay not in DECAYS:
             raise ValueError(f"decay must be one of {DECAYS}; got {decay!r}")
         self.num_heads = num_heads
-        self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
         self.gate_logit_normalizer = gate_logit_normalizer
         self.tie_pair_decay = tie_pair_decay
         self.decay = decay
@@ -87,6 +78,7 @@ class GatedLinearAttention(nn.Module):
             use_short_conv,
             conv_size,
         )
+        key_dim = num_heads * self.head_k_dim
         gate_width = key_dim // 2 if tie_pair_decay else key_dim
         self.gate_proj = (
             nn.Sequential(
