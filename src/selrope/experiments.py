@@ -159,7 +159,14 @@ def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
 
 
 def _run_quietly(spec: RunSpec) -> list[dict[str, Any]]:
-    return run_one(spec, progress=False)
+    """run_one without a progress bar (for worker processes), then one summary line."""
+    rows = run_one(spec, progress=False)
+    accuracies = "  ".join(f"{row['test_len']}: {row['accuracy']:.3f}" for row in rows)
+    print(
+        f"finished {spec.out_dir} in {rows[0]['elapsed_s']:.0f} s  accuracy {accuracies}",
+        flush=True,
+    )
+    return rows
 
 
 def run_grid(specs: list[RunSpec], workers: int | None = None) -> list[dict[str, Any]]:
