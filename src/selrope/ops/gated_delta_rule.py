@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from selrope.ops.gla import (
+from selrope.ops.recurrence import (
     check_sequence,
     check_shape,
     check_token,
     compute_dtype,
     effective_chunk_size,
     from_chunks,
+    scan,
     to_chunks,
 )
 
@@ -102,18 +103,8 @@ def recurrent_gated_delta_rule(
         ``(o, final_state)``: o ``(B, T, H, V)`` in v's dtype; final_state ``(B, H, K, V)`` in the
         compute dtype, or ``None`` unless ``output_final_state``.
     """
-    B, T, H, K, V = check_sequence(q, k, v)
-    check_shape("g", g, (B, T, H), "(B, T, H)")
-    check_shape("beta", beta, (B, T, H), "(B, T, H)")
-    if initial_state is not None:
-        check_shape("initial_state", initial_state, (B, H, K, V), "(B, H, K, V)")
-    state = initial_state
-    outputs = []
-    # unbind, not q[:, t]: autograd would allocate a full-size zero gradient per indexed step.
-    for q_t, k_t, v_t, g_t, beta_t in zip(*(x.unbind(1) for x in (q, k, v, g, beta)), strict=True):
-        o, state = gated_delta_rule_step(q_t, k_t, v_t, g_t, beta_t, state, scale)
-        outputs.append(o)
-    return torch.stack(outputs, dim=1), state if output_final_state else None
+    check_sequence(q, k, v, initial_state, per_head={"g": g, "beta": beta})
+    return scan(gated_delta_rule_step, (q, k, v, g, beta), initial_state, scale, output_final_state)
 
 
 def chunk_gated_delta_rule(
@@ -152,11 +143,7 @@ def chunk_gated_delta_rule(
         ``(o, final_state)``: o ``(B, T, H, V)`` in v's dtype; final_state ``(B, H, K, V)`` in the
         compute dtype, or ``None`` unless ``output_final_state``.
     """
-    B, T, H, K, V = check_sequence(q, k, v)
-    check_shape("g", g, (B, T, H), "(B, T, H)")
-    check_shape("beta", beta, (B, T, H), "(B, T, H)")
-    if initial_state is not None:
-        check_shape("initial_state", initial_state, (B, H, K, V), "(B, H, K, V)")
+    B, T, H, K, V = check_sequence(q, k, v, initial_state, per_head={"g": g, "beta": beta})
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive; got {chunk_size}")
     dtype = compute_dtype(q.dtype)

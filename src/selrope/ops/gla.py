@@ -20,75 +20,16 @@ from __future__ import annotations
 
 import torch
 
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the recurrences run in: float64 stays float64, everything else is float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def check_shape(name: str, x: torch.Tensor, expected: tuple[int, ...], layout: str) -> None:
-    """Raise a ``ValueError`` naming ``name`` unless ``x`` is floating point with this shape."""
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
-    if tuple(x.shape) != tuple(expected):
-        raise ValueError(
-            f"{name} must have shape {layout} = {tuple(expected)}; got {tuple(x.shape)}"
-        )
-
-
-def check_sequence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, ...]:
-    """Validate q, k ``(B, T, H, K)`` and v ``(B, T, H, V)``; return ``(B, T, H, K, V)``."""
-    if q.dim() != 4:
-        raise ValueError(f"q must have shape (B, T, H, K); got {tuple(q.shape)}")
-    B, T, H, K = q.shape
-    if T < 1:
-        raise ValueError(f"q must hold at least one time step; got shape {tuple(q.shape)}")
-    check_shape("q", q, (B, T, H, K), "(B, T, H, K)")
-    check_shape("k", k, (B, T, H, K), "(B, T, H, K)")
-    if v.dim() != 4:
-        raise ValueError(f"v must have shape (B, T, H, V); got {tuple(v.shape)}")
-    check_shape("v", v, (B, T, H, v.shape[-1]), "(B, T, H, V)")
-    return B, T, H, K, v.shape[-1]
-
-
-def check_token(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, ...]:
-    """Validate one token's q, k ``(B, H, K)`` and v ``(B, H, V)``; return ``(B, H, K, V)``."""
-    if q.dim() != 3:
-        raise ValueError(f"q must have shape (B, H, K) (one token); got {tuple(q.shape)}")
-    B, H, K = q.shape
-    check_shape("q", q, (B, H, K), "(B, H, K)")
-    check_shape("k", k, (B, H, K), "(B, H, K)")
-    if v.dim() != 3:
-        raise ValueError(f"v must have shape (B, H, V) (one token); got {tuple(v.shape)}")
-    check_shape("v", v, (B, H, v.shape[-1]), "(B, H, V)")
-    return B, H, K, v.shape[-1]
-
-
-def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """``(B, T, H, *F)`` zero-padded at the end of time -> ``(B, H, N, C, *F)``, N = ceil(T / C).
-
-    Zero padding is harmless for every op here: a padded step has k = v = 0 (adds nothing to
-    the state), zero log decay and beta (changes nothing), and its output is cut off.
-    """
-    B, T, H = x.shape[:3]
-    features = x.shape[3:]
-    pad = -T % chunk_size
-    if pad:
-        x = torch.cat([x, x.new_zeros(B, pad, H, *features)], dim=1)
-    x = x.reshape(B, (T + pad) // chunk_size, chunk_size, H, *features)
-    return x.movedim(3, 1)
-
-
-def from_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
-    """Inverse of ``to_chunks``: ``(B, H, N, C, F)`` -> ``(B, T, H, F)``."""
-    B, H, N, C, Fdim = x.shape
-    return x.movedim(1, 3).reshape(B, N * C, H, Fdim)[:, :T]
-
-
-def effective_chunk_size(T: int, chunk_size: int) -> int:
-    """Shrink the chunk to the next power of two >= T for short inputs (same maths, less work)."""
-    return min(chunk_size, 1 << (T - 1).bit_length())
-
+from selrope.ops.recurrence import (
+    check_sequence,
+    check_shape,
+    check_token,
+    compute_dtype,
+    effective_chunk_size,
+    from_chunks,
+    scan,
+    to_chunks,
+)
 
 # Largest in-chunk accumulated decay (-sum of g over one chunk) for which chunk_gla uses the dense
 # intra-chunk matmul; beyond it, the overflow-free but ~5x slower binary-tree form. The choice is
@@ -157,17 +98,8 @@ def recurrent_gla(
         ``(o, final_state)``: o ``(B, T, H, V)`` in v's dtype; final_state ``(B, H, K, V)`` in the
         compute dtype, or ``None`` unless ``output_final_state``.
     """
-    B, T, H, K, V = check_sequence(q, k, v)
-    check_shape("g", g, (B, T, H, K), "(B, T, H, K)")
-    if initial_state is not None:
-        check_shape("initial_state", initial_state, (B, H, K, V), "(B, H, K, V)")
-    state = initial_state
-    outputs = []
-    # unbind, not q[:, t]: autograd would allocate a full-size zero gradient per indexed step.
-    for q_t, k_t, v_t, g_t in zip(*(x.unbind(1) for x in (q, k, v, g)), strict=True):
-        o, state = gla_step(q_t, k_t, v_t, g_t, state, scale)
-        outputs.append(o)
-    return torch.stack(outputs, dim=1), state if output_final_state else None
+    check_sequence(q, k, v, initial_state, per_channel={"g": g})
+    return scan(gla_step, (q, k, v, g), initial_state, scale, output_final_state)
 
 
 def chunk_gla(
@@ -203,10 +135,7 @@ def chunk_gla(
         ``(o, final_state)``: o ``(B, T, H, V)`` in v's dtype; final_state ``(B, H, K, V)`` in the
         compute dtype, or ``None`` unless ``output_final_state``.
     """
-    B, T, H, K, V = check_sequence(q, k, v)
-    check_shape("g", g, (B, T, H, K), "(B, T, H, K)")
-    if initial_state is not None:
-        check_shape("initial_state", initial_state, (B, H, K, V), "(B, H, K, V)")
+    B, T, H, K, V = check_sequence(q, k, v, initial_state, per_channel={"g": g})
     if chunk_size < 1 or chunk_size & (chunk_size - 1):
         raise ValueError(f"chunk_size must be a power of two; got {chunk_size}")
     dtype = compute_dtype(q.dtype)

@@ -1,0 +1,122 @@
+"""Plumbing shared by the recurrent ops: dtypes, input checks, chunking, the time loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the recurrences run in: float64 stays float64, everything else is float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_shape(name: str, x: torch.Tensor, expected: tuple[int, ...], layout: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``x`` is floating point with this shape."""
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(
+            f"{name} must have shape {layout} = {tuple(expected)}; got {tuple(x.shape)}"
+        )
+
+
+def check_sequence(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+    per_channel: dict[str, torch.Tensor] | None = None,
+    per_head: dict[str, torch.Tensor] | None = None,
+) -> tuple[int, ...]:
+    """Validate a sequence op's inputs; return ``(B, T, H, K, V)``.
+
+    q, k ``(B, T, H, K)``, v ``(B, T, H, V)``, initial_state ``(B, H, K, V)`` or None,
+    ``per_channel`` tensors (e.g. GLA's g) ``(B, T, H, K)``, ``per_head`` tensors (e.g. the
+    delta rule's g and beta) ``(B, T, H)``; errors name the argument and the expected shape.
+    """
+    if q.dim() != 4:
+        raise ValueError(f"q must have shape (B, T, H, K); got {tuple(q.shape)}")
+    B, T, H, K = q.shape
+    if T < 1:
+        raise ValueError(f"q must hold at least one time step; got shape {tuple(q.shape)}")
+    check_shape("q", q, (B, T, H, K), "(B, T, H, K)")
+    check_shape("k", k, (B, T, H, K), "(B, T, H, K)")
+    if v.dim() != 4:
+        raise ValueError(f"v must have shape (B, T, H, V); got {tuple(v.shape)}")
+    V = v.shape[-1]
+    check_shape("v", v, (B, T, H, V), "(B, T, H, V)")
+    for name, x in (per_channel or {}).items():
+        check_shape(name, x, (B, T, H, K), "(B, T, H, K)")
+    for name, x in (per_head or {}).items():
+        check_shape(name, x, (B, T, H), "(B, T, H)")
+    if initial_state is not None:
+        check_shape("initial_state", initial_state, (B, H, K, V), "(B, H, K, V)")
+    return B, T, H, K, V
+
+
+def check_token(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, ...]:
+    """Validate one token's q, k ``(B, H, K)`` and v ``(B, H, V)``; return ``(B, H, K, V)``."""
+    if q.dim() != 3:
+        raise ValueError(f"q must have shape (B, H, K) (one token); got {tuple(q.shape)}")
+    B, H, K = q.shape
+    check_shape("q", q, (B, H, K), "(B, H, K)")
+    check_shape("k", k, (B, H, K), "(B, H, K)")
+    if v.dim() != 3:
+        raise ValueError(f"v must have shape (B, H, V) (one token); got {tuple(v.shape)}")
+    check_shape("v", v, (B, H, v.shape[-1]), "(B, H, V)")
+    return B, H, K, v.shape[-1]
+
+
+def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """``(B, T, H, *F)`` zero-padded at the end of time -> ``(B, H, N, C, *F)``, N = ceil(T / C).
+
+    Zero padding is harmless for every op here: a padded step has k = v = 0 (adds nothing to
+    the state), zero log decay and beta (changes nothing), and its output is cut off.
+    """
+    B, T, H = x.shape[:3]
+    features = x.shape[3:]
+    pad = -T % chunk_size
+    if pad:
+        x = torch.cat([x, x.new_zeros(B, pad, H, *features)], dim=1)
+    x = x.reshape(B, (T + pad) // chunk_size, chunk_size, H, *features)
+    return x.movedim(3, 1)
+
+
+def from_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
+    """Inverse of ``to_chunks``: ``(B, H, N, C, F)`` -> ``(B, T, H, F)``."""
+    B, H, N, C, Fdim = x.shape
+    return x.movedim(1, 3).reshape(B, N * C, H, Fdim)[:, :T]
+
+
+def effective_chunk_size(T: int, chunk_size: int) -> int:
+    """Shrink the chunk to the next power of two >= T for short inputs (same maths, less work)."""
+    return min(chunk_size, 1 << (T - 1).bit_length())
+
+
+def scan(
+    step: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    sequences: tuple[torch.Tensor, ...],
+    state: torch.Tensor | None,
+    scale: float | None,
+    output_final_state: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run ``step(*token_tensors, state, scale) -> (o, state)`` over time: the reference loop.
+
+    Args:
+        step: a one-token op such as ``gla_step``.
+        sequences: its per-token inputs, each ``(B, T, ...)``, in the step's argument order.
+        state: the state before the first token (None: zeros, as the step decides).
+        scale: passed to every step.
+        output_final_state: return the state after the last token (else None).
+
+    Returns:
+        ``(o (B, T, ...), final_state or None)``.
+    """
+    outputs = []
+    # unbind, not x[:, t]: autograd would allocate a full-size zero gradient per indexed step.
+    for tokens in zip(*(x.unbind(1) for x in sequences), strict=True):
+        o, state = step(*tokens, state, scale)
+        outputs.append(o)
+    return torch.stack(outputs, dim=1), state if output_final_state else None
