@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 
 def _check_choice(owner: str, name: str, value: Any, allowed: tuple) -> None:
@@ -39,15 +39,70 @@ class NoPEConfig:
 @dataclass(frozen=True)
 class RoPEConfig:
     """RoPE. ``base``: 10,000 classic, 500,000 in the Selective RoPE papers' baselines;
-    ``interleaved``: pair channels (2i, 2i+1) instead of (i, i + D/2)."""
+    ``interleaved``: pair channels (2i, 2i+1) instead of (i, i + D/2).
+
+    ``scaling``: context extension at evaluation time (see ``rotary/scaling.py``), None for plain
+    RoPE, ``{"kind": "linear", "factor": s}`` (position interpolation) or ``{"kind": "yarn",
+    "factor": s, "original_max_position": L, "beta_fast": 32, "beta_slow": 1}`` (the betas are
+    optional). Stored as a plain dict with every key of its kind filled in.
+    """
 
     type: Literal["rope"] = "rope"
     base: float = 10000.0
     interleaved: bool = False
+    scaling: dict[str, Any] | None = field(default=None, hash=False)
+
+    SCALING_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "linear": {},
+        "yarn": {"beta_fast": 32, "beta_slow": 1},
+    }
+    SCALING_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "linear": ("kind", "factor"),
+        "yarn": ("kind", "factor", "original_max_position", "beta_fast", "beta_slow"),
+    }
 
     def __post_init__(self) -> None:
         _check_number("rope", "base", self.base, ">= 1", lambda v: v >= 1)
         _check_choice("rope", "interleaved", self.interleaved, (False, True))
+        if self.scaling is None:
+            return
+        if not isinstance(self.scaling, Mapping):
+            raise ValueError(f"rope.scaling must be None or a dict; got {self.scaling!r}")
+        owner = "rope.scaling"
+        _check_choice(owner, "kind", self.scaling.get("kind"), tuple(self.SCALING_KEYS))
+        kind = self.scaling["kind"]
+        scaling = {**self.SCALING_DEFAULTS[kind], **self.scaling}
+        for key in scaling:
+            if key not in self.SCALING_KEYS[kind]:
+                raise ValueError(
+                    f"{owner}.{key} is not an option of kind {kind!r}; "
+                    f"allowed: {self.SCALING_KEYS[kind]}"
+                )
+        for key in self.SCALING_KEYS[kind]:
+            if key not in scaling:
+                raise ValueError(f"{owner}.{key} is required for kind {kind!r}")
+        _check_number(owner, "factor", scaling["factor"], ">= 1", lambda v: v >= 1)
+        if kind == "yarn":
+            _check_number(
+                owner,
+                "original_max_position",
+                scaling["original_max_position"],
+                ">= 1 (integer)",
+                _positive_int,
+            )
+            _check_number(owner, "beta_slow", scaling["beta_slow"], "> 0", lambda v: v > 0)
+            _check_number(
+                owner,
+                "beta_fast",
+                scaling["beta_fast"],
+                f"> beta_slow ({scaling['beta_slow']})",
+                lambda v: v > scaling["beta_slow"],
+            )
+            if self.base == 1:
+                raise ValueError(
+                    "rope.base must be > 1 with yarn scaling (base 1 has one frequency)"
+                )
+        object.__setattr__(self, "scaling", {key: scaling[key] for key in self.SCALING_KEYS[kind]})
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,9 @@ def build_rotary(
     if isinstance(config, NoPEConfig):
         return NoPE()
     if isinstance(config, RoPEConfig):
-        return RoPE(head_dim, base=config.base, interleaved=config.interleaved)
+        return RoPE(
+            head_dim, base=config.base, interleaved=config.interleaved, scaling=config.scaling
+        )
     if isinstance(config, CARoPEConfig):
         return CARoPE(
             num_heads,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from selrope.rotary.base import RotaryEmbedding, check_qkx, check_state_tensor
+from selrope.rotary.config import RoPEConfig
 from selrope.rotary.cumulative import wrap_angles
 from selrope.rotary.frequencies import Frequencies, rope_frequencies
+from selrope.rotary.scaling import scale_frequencies
 
 
 class NoPE(nn.Module):
@@ -45,13 +48,35 @@ class RoPE(RotaryEmbedding):
         head_dim: D (even).
         base: 10,000 classic; 500,000 in the Selective RoPE papers' baselines.
         interleaved: pair channels (2i, 2i+1) instead of (i, i + D/2).
+        scaling: None, or a context extension applied to the frequencies (and, for YaRN, a
+            factor multiplying q and k); the dict of ``RoPEConfig.scaling``, see ``scaling.py``.
     """
 
-    def __init__(self, head_dim: int, base: float = 10000.0, interleaved: bool = False):
+    def __init__(
+        self,
+        head_dim: int,
+        base: float = 10000.0,
+        interleaved: bool = False,
+        scaling: Mapping[str, Any] | None = None,
+    ):
         super().__init__()
         self.head_dim = head_dim
         self.interleaved = interleaved
-        self.frequencies = Frequencies(rope_frequencies(head_dim, base))
+        scaling = RoPEConfig(base=base, interleaved=interleaved, scaling=scaling).scaling
+        frequencies, self.attention_factor = scale_frequencies(
+            rope_frequencies(head_dim, base), base, scaling
+        )
+        self.frequencies = Frequencies(frequencies)
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, state: RoPEState | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, RoPEState]:
+        """Rotate q and k (``(B, T, H, D)``) as ``RotaryEmbedding.forward`` does, then multiply
+        both by YaRN's attention factor when it is not 1."""
+        q_rot, k_rot, new_state = super().forward(q, k, x, state)
+        if self.attention_factor == 1.0:
+            return q_rot, k_rot, new_state
+        return q_rot * self.attention_factor, k_rot * self.attention_factor, new_state
 
     def angles(
         self, x: torch.Tensor, state: RoPEState | None, dtype: torch.dtype
