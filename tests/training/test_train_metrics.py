@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from selrope.tasks.base import TensorBatches
 from selrope.training.metrics import METRIC_COLUMNS, MetricsLog, evaluate, model_logits
 
 IGN = -100
@@ -26,8 +27,8 @@ def test_evaluate_batches_add_up_and_restore_train_mode():
     inputs = torch.tensor([[0, 1, 2], [1, 1, 1], [2, 0, 1]])
     targets = torch.tensor([[1, 2, 0], [2, 0, 2], [IGN, IGN, 2]])  # row 1 wrong at t=1
     model = FixedLogits(3).train()
-    whole = evaluate(model, inputs, targets, batch_size=3)
-    batched = evaluate(model, inputs, targets, batch_size=2)
+    whole = evaluate(model, TensorBatches(inputs, targets), batch_size=3)
+    batched = evaluate(model, TensorBatches(inputs, targets), batch_size=2)
     assert model.training
     for result in (whole, batched):
         assert result["token_accuracy"] == pytest.approx(6 / 7)
@@ -36,6 +37,7 @@ def test_evaluate_batches_add_up_and_restore_train_mode():
     right = -math.log(math.exp(10) / (math.exp(10) + 2))
     wrong = -math.log(1 / (math.exp(10) + 2))
     assert whole["loss"] == pytest.approx((6 * right + wrong) / 7)
+    assert whole["perplexity"] == pytest.approx(math.exp(whole["loss"]))
     assert batched["loss"] == pytest.approx(whole["loss"])
 
 

@@ -13,6 +13,7 @@ read or advance the global torch / numpy / python RNGs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -23,23 +24,79 @@ IGNORE_INDEX = -100
 Seed = int | np.random.Generator | torch.Generator
 
 
+class Batch(NamedTuple):
+    """Rows of a data set, ready for a causal model.
+
+    inputs: ``(B, T)`` int64 token ids.
+    targets: ``(B, T)`` int64; ``targets[:, t]`` is predicted from ``inputs[:, :t+1]``,
+        IGNORE_INDEX where nothing is scored.
+    segment_ids: ``(B, T)`` int64 document index of each token for packed rows (a document
+        starts where the id changes; the model keeps documents apart), or None.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    segment_ids: Tensor | None = None
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """A data set of ``num_rows`` rows of length ``seq_len`` that can be read row by row.
+
+    In-memory task tensors (:class:`TensorBatches`) and token streams of a prepared corpus
+    (``selrope.tasks.language_modeling.CorpusWindows``) both implement it; the trainer and the
+    evaluation read nothing else.
+    """
+
+    num_rows: int
+    seq_len: int
+
+    def rows(self, indices: Tensor) -> Batch:
+        """The rows ``indices`` ``(B,)`` int64 as one :class:`Batch`."""
+        ...
+
+
+class TensorBatches:
+    """A :class:`BatchSource` over in-memory ``(inputs, targets)`` LongTensors of shape (N, L)."""
+
+    def __init__(self, inputs: Tensor, targets: Tensor):
+        if inputs.dim() != 2 or inputs.shape != targets.shape:
+            raise ValueError(
+                f"inputs and targets must have one shape (N, L); got {tuple(inputs.shape)} "
+                f"and {tuple(targets.shape)}"
+            )
+        self.inputs, self.targets = inputs, targets
+        self.num_rows, self.seq_len = inputs.shape
+
+    def rows(self, indices: Tensor) -> Batch:
+        return Batch(self.inputs[indices], self.targets[indices])
+
+
+def as_batch_source(split: tuple[Tensor, Tensor] | BatchSource) -> BatchSource:
+    """A task split as a :class:`BatchSource` (an ``(inputs, targets)`` pair is wrapped)."""
+    if isinstance(split, BatchSource):
+        return split
+    return TensorBatches(*split)
+
+
 @dataclass
 class TaskData:
     """A task's training set and its test sets, ready for a model.
 
     Attributes:
-        name: "state_tracking", "mqar", "copying" or "mad_<task>".
+        name: "state_tracking", "mqar", "copying", "mad_<task>" or "lm".
         vocab_size: the embedding / output size a model needs (all token ids are < vocab_size).
-        train: (inputs, targets), LongTensors of shape (N, L); targets are -100 where ignored.
-        tests: test sets keyed by test length (sequence length for state tracking, MQAR and MAD,
-            string length for copying); each value is (inputs, targets) like `train`.
+        train: (inputs, targets), LongTensors of shape (N, L) with targets -100 where ignored, or
+            any :class:`BatchSource` (a corpus).
+        tests: test sets keyed by test length (sequence length for state tracking, MQAR, MAD and
+            language modelling, string length for copying); each value is like `train`.
         params: the generator's resolved parameters (JSON-serialisable), defaults included.
     """
 
     name: str
     vocab_size: int
-    train: tuple[Tensor, Tensor]
-    tests: dict[int, tuple[Tensor, Tensor]]
+    train: tuple[Tensor, Tensor] | BatchSource
+    tests: dict[int, tuple[Tensor, Tensor] | BatchSource]
     params: dict = field(default_factory=dict)
 
 

@@ -21,7 +21,10 @@ class TrainConfig:
     """
 
     steps: int = 1000
-    batch_size: int = 64
+    batch_size: int = (
+        64  # the global batch: rows per optimizer step, over processes and micro-steps
+    )
+    micro_batch_size: int | None = None  # rows per forward pass and process; None: one pass
     lr: float = 1e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
@@ -35,6 +38,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available, else cpu
     precision: str = "auto"  # "auto": bf16 autocast on cuda, fp32 on cpu; or "fp32" / "bf16"
+    compile: bool = False  # torch.compile the model for training
     early_stop_accuracy: float | None = None  # stop once the main test sequence accuracy reaches it
     checkpoint_every: int | None = None  # None: checkpoint only at the end
     keep_checkpoints: int = 2  # how many most recent checkpoints to keep on disk
@@ -69,6 +73,15 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None; got {self.grad_clip!r}")
+        if self.micro_batch_size is not None and (
+            not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1
+        ):
+            raise ValueError(
+                "micro_batch_size must be a positive integer or None; "
+                f"got {self.micro_batch_size!r}"
+            )
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false; got {self.compile!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(
                 f"checkpoint_every must be a positive int or None; got {self.checkpoint_every!r}"
@@ -86,6 +99,21 @@ class TrainConfig:
         if self.warmup_steps is None:
             return round(0.1 * self.steps)
         return self.warmup_steps
+
+    def micro_steps(self, world_size: int) -> int:
+        """Forward/backward passes per optimizer step and process (gradient accumulation).
+
+        Raises:
+            ValueError: batch_size is not world_size x micro_batch_size x an integer.
+        """
+        per_process, rest = divmod(self.batch_size, world_size)
+        micro = self.micro_batch_size or per_process
+        if rest or per_process == 0 or per_process % micro:
+            raise ValueError(
+                f"batch_size must be a multiple of processes x micro_batch_size "
+                f"({world_size} x {micro}); got {self.batch_size}"
+            )
+        return per_process // micro
 
     def resolved_device(self) -> torch.device:
         """The device to train on: `device`, with "auto" meaning cuda when available."""

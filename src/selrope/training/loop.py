@@ -11,10 +11,15 @@ Steps are 1-based: "step s" is the s-th optimizer update, and a checkpoint at st
 state after it. The batch of step s is a pure function of (cfg.seed, s), and a checkpoint holds
 everything else the next step reads (weights, AdamW moments, the global RNG), so on CPU a run
 resumed from a checkpoint reproduces the uninterrupted run's losses bit for bit.
+
+`cfg.batch_size` is the global batch: under torchrun each of the N processes takes a contiguous
+1/N of every batch's rows, in `cfg.micro_batch_size` pieces whose gradients accumulate, and the
+step is the same as one pass over the whole batch in one process. Rank 0 writes every file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,8 +31,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from selrope.tasks.base import IGNORE_INDEX, Batch, BatchSource, as_batch_source
 from selrope.tasks.metrics import masked_accuracy
 
 from .checkpoint import (
@@ -39,12 +46,13 @@ from .checkpoint import (
     step_dir_name,
 )
 from .config import TrainConfig
+from .distributed import World, close_distributed, init_distributed
 from .metrics import MetricsLog, evaluate, model_logits, sequence_loss
 from .optim import build_optimizer, lr_schedule
 
 logger = logging.getLogger(__name__)
 
-Split = tuple[torch.Tensor, torch.Tensor]  # (inputs, targets), both (N, T) int64
+Split = tuple[torch.Tensor, torch.Tensor] | BatchSource  # (inputs, targets) (N, T), or rows
 
 
 class TaskDataLike(Protocol):
@@ -107,12 +115,12 @@ class DeterministicBatches:
 def main_test_length(data: TaskDataLike) -> int | None:
     """The test length that early stopping and the progress bar watch.
 
-    The training length (`data.params["train_len"]`, else the training sequence length) when it
+    The training length (`data.params["train_len"]`, else the training rows' length) when it
     is among the test lengths, else the shortest test length; None without test sets.
     """
     if not data.tests:
         return None
-    for candidate in (data.params.get("train_len"), data.train[0].shape[1]):
+    for candidate in (data.params.get("train_len"), as_batch_source(data.train).seq_len):
         if candidate in data.tests:
             return candidate
     return min(data.tests)
@@ -121,18 +129,60 @@ def main_test_length(data: TaskDataLike) -> int | None:
 def evaluate_tests(
     model: nn.Module, data: TaskDataLike, cfg: TrainConfig, device: torch.device
 ) -> dict[int, dict[str, Any]]:
-    """`metrics.evaluate` on every test length: {length: {"loss", "token_accuracy", ...}}."""
+    """`metrics.evaluate` on every test length: {length: {"loss", "perplexity", ...}}."""
     return {
         length: evaluate(
             model,
-            inputs,
-            targets,
+            as_batch_source(split),
             batch_size=cfg.eval_batch_size,
             device=device,
             autocast_dtype=cfg.autocast_dtype(device),
         )
-        for length, (inputs, targets) in sorted(data.tests.items())
+        for length, split in sorted(data.tests.items())
     }
+
+
+def accumulate_gradients(
+    model: nn.Module,
+    batch: Batch,
+    world: World,
+    micro_steps: int,
+    autocast_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward and backward this process's share of the global batch, in micro-steps.
+
+    The global batch's rows are cut into ``world.size`` contiguous shares, and each share into
+    ``micro_steps`` micro-batches. Every micro-batch adds ``sum of its token losses / tokens
+    scored in the whole global batch`` (times world.size, which DDP's gradient averaging divides
+    out) to the gradients, so the update equals one pass over the global batch whatever the
+    number of processes and micro-steps.
+
+    Returns:
+        ``(global mean loss, predictions, targets)``; the last two ``(rows of this process, T)``.
+    """
+    device = world.device
+    scored = (batch.targets != IGNORE_INDEX).sum().clamp(min=1).to(device)
+    share = batch.inputs.shape[0] // world.size
+    mine = slice(world.rank * share, (world.rank + 1) * share)
+    parts = [None if t is None else t[mine].chunk(micro_steps) for t in batch]
+    total = torch.zeros((), device=device)
+    predictions = []
+    for i in range(micro_steps):
+        x, y = parts[0][i].to(device), parts[1][i].to(device)
+        segment_ids = None if parts[2] is None else parts[2][i].to(device)
+        last = i == micro_steps - 1
+        sync = contextlib.nullcontext() if last or world.size == 1 else model.no_sync()
+        with sync:
+            with torch.autocast(
+                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+            ):
+                logits = model_logits(model, x, segment_ids)
+            loss_sum = sequence_loss(logits, y, reduction="sum")
+            (loss_sum * (world.size / scored)).backward()
+        total = total + loss_sum.detach()
+        predictions.append(logits.detach().argmax(-1).cpu())
+    loss = world.all_reduce_sum(total) / scored
+    return loss, torch.cat(predictions), batch.targets[mine]
 
 
 def _start_fresh(out_dir: Path, checkpoint_root: Path, log: MetricsLog) -> None:
@@ -151,6 +201,16 @@ def _warn_config_changes(saved: dict[str, Any], cfg: TrainConfig) -> None:
         logger.warning("resuming with a changed config (saved, now): %s", changed)
 
 
+def wrap_for_training(model: nn.Module, cfg: TrainConfig, world: World) -> nn.Module:
+    """The module the training steps call: DDP across processes, torch.compile if asked."""
+    wrapped = model
+    if world.size > 1:
+        device_ids = [world.device.index] if world.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=device_ids)
+    # torch.compile's wrapper forwards attribute lookups (DDP's no_sync) to the module inside.
+    return torch.compile(wrapped) if cfg.compile else wrapped
+
+
 def train(
     model: nn.Module,
     data: TaskDataLike,
@@ -160,32 +220,56 @@ def train(
 ) -> dict[str, Any]:
     """Train `model` on `data.train`, evaluating on every `data.tests` length.
 
+    Under ``torchrun`` (WORLD_SIZE > 1) this is data-parallel training: every process reads its
+    share of each global batch (see `accumulate_gradients`), rank 0 logs and writes checkpoints,
+    and every process restores from the same checkpoint on resume.
+
     Args:
-        model: maps input ids (B, T) to logits (B, T, V), or to a tuple whose first element is
-            the logits. Moved to the run's device in place.
-        data: a TaskData (see TaskDataLike); targets are -100 where ignored.
+        model: maps input ids (B, T) (and ``segment_ids=`` for packed rows) to logits (B, T, V),
+            or to a tuple whose first element is the logits. Moved to the run's device in place.
+        data: a TaskData (see TaskDataLike); its splits are (inputs, targets) tensors with
+            targets -100 where ignored, or BatchSources (a corpus).
         cfg: the run's settings; everything is written under `cfg.out_dir`.
         resume: continue from the latest checkpoint in `cfg.out_dir` (a fresh start when there is
             none). Without it, old checkpoints and metrics in `cfg.out_dir` are deleted.
-        progress: show a tqdm bar and print eval summaries.
+        progress: show a tqdm bar (loss, lr, tokens/s) and print eval summaries.
     Returns:
         {"step", "stopped_early", "train_loss" (last logged, or None), "elapsed_s", "checkpoint"
-        (path), "tests": {length: {"loss", "token_accuracy", "sequence_accuracy",
+        (path), "tests": {length: {"loss", "perplexity", "token_accuracy", "sequence_accuracy",
         "prefix_accuracy" (list of T floats)}}}.
     Raises:
         NonFiniteLossError: the loss or gradient norm became NaN/inf.
+        ValueError: the batch size does not split over the processes and micro-batches.
     """
+    world = init_distributed(cfg.resolved_device())
+    try:
+        return _train(model, data, cfg, resume, progress, world)
+    finally:
+        close_distributed()
+
+
+def _train(
+    model: nn.Module,
+    data: TaskDataLike,
+    cfg: TrainConfig,
+    resume: bool,
+    progress: bool,
+    world: World,
+) -> dict[str, Any]:
+    micro_steps = cfg.micro_steps(world.size)
+    device = world.device
+    if device.type == "cpu":
+        # Denormal floats (softmax tails, Adam moments of rare tokens) slow CPU steps up to 10x.
+        torch.set_flush_denormal(True)
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_root = out_dir / "checkpoints"
     log = MetricsLog(out_dir)
-    device = cfg.resolved_device()
     autocast_dtype = cfg.autocast_dtype(device)
     model.to(device)
     optimizer = build_optimizer(model, cfg)
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    train_inputs, train_targets = data.train
-    batches = DeterministicBatches(train_inputs.shape[0], cfg.batch_size, cfg.seed)
+    source = as_batch_source(data.train)
+    batches = DeterministicBatches(source.num_rows, cfg.batch_size, cfg.seed)
     main_length = main_test_length(data)
 
     start_step, elapsed_before, stopped_early = 0, 0.0, False
@@ -197,11 +281,16 @@ def train(
         _warn_config_changes(state["config"], cfg)
         start_step, elapsed_before = state["step"], state["elapsed_s"]
         stopped_early, last_eval = state["stopped_early"], state["last_eval"]
-        log.truncate_after(start_step)
+        if world.is_main:
+            log.truncate_after(start_step)
         logger.info("resumed from %s at step %d", checkpoint, start_step)
-    else:
+    elif world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
         _start_fresh(out_dir, checkpoint_root, log)
-    atomic_write_text(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if world.is_main:
+        atomic_write_text(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    world.barrier()  # no process reads the run folder before rank 0 has set it up
+    trained = wrap_for_training(model, cfg, world)
 
     def save(step: int) -> Path:
         extra = {
@@ -210,82 +299,91 @@ def train(
             "stopped_early": stopped_early,
             "last_eval": last_eval,
         }
-        return save_checkpoint(
-            checkpoint_root, step, model, optimizer, extra=extra, keep=cfg.keep_checkpoints
-        )
+        path = checkpoint_root / step_dir_name(step)
+        if world.is_main:
+            path = save_checkpoint(
+                checkpoint_root, step, model, optimizer, extra=extra, keep=cfg.keep_checkpoints
+            )
+        world.barrier()
+        return path
 
     t0 = time.perf_counter()
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t0
 
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, dynamic_ncols=True)
+    show = progress and world.is_main
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not show, dynamic_ncols=True)
     postfix: dict[str, str] = {}
     step, train_loss = start_step, None
     model.train()
     last_step = start_step if stopped_early else cfg.steps
     for step in range(start_step + 1, last_step + 1):
+        step_start = time.perf_counter()
         lr = lr_schedule(step - 1, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        rows = batches.indices(step - 1)
-        x, y = train_inputs[rows].to(device), train_targets[rows].to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model_logits(model, x)
-        loss = sequence_loss(logits, y)
+        batch = source.rows(batches.indices(step - 1))
+        optimizer.zero_grad(set_to_none=True)
+        loss, predictions, targets = accumulate_gradients(
+            trained, batch, world, micro_steps, autocast_dtype
+        )
         if not torch.isfinite(loss):
             raise NonFiniteLossError(step, "loss", loss.item(), checkpoint)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
         if not torch.isfinite(grad_norm):
             raise NonFiniteLossError(step, "gradient norm", grad_norm.item(), checkpoint)
         optimizer.step()
+        tokens_per_s = batch.inputs.numel() / (time.perf_counter() - step_start)
         bar.update(1)
 
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if world.is_main and (step % cfg.log_every == 0 or step == cfg.steps):
             train_loss = loss.item()
-            acc = masked_accuracy(logits.argmax(-1), y)
+            acc = masked_accuracy(predictions, targets)
             log.append(
                 {
                     "step": step,
                     "split": "train",
-                    "length": y.shape[1],
+                    "length": targets.shape[1],
                     "loss": train_loss,
                     "token_accuracy": acc["token_accuracy"],
                     "sequence_accuracy": acc["sequence_accuracy"],
                     "lr": lr,
                     "grad_norm": grad_norm.item(),
+                    "tokens_per_s": tokens_per_s,
                     "elapsed_s": elapsed(),
                 }
             )
-            postfix["loss"] = f"{train_loss:.4f}"
+            postfix.update(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
             bar.set_postfix(postfix)
 
         if data.tests and (step % cfg.eval_every == 0 or step == cfg.steps):
             last_eval = evaluate_tests(model, data, cfg, device)
-            for length, result in last_eval.items():
-                log.append(
-                    {
-                        "step": step,
-                        "split": "test",
-                        "length": length,
-                        "loss": result["loss"],
-                        "token_accuracy": result["token_accuracy"],
-                        "sequence_accuracy": result["sequence_accuracy"],
-                        "lr": lr,
-                        "elapsed_s": elapsed(),
-                    }
-                )
+            if world.is_main:
+                for length, result in last_eval.items():
+                    log.append(
+                        {
+                            "step": step,
+                            "split": "test",
+                            "length": length,
+                            "loss": result["loss"],
+                            "perplexity": result["perplexity"],
+                            "token_accuracy": result["token_accuracy"],
+                            "sequence_accuracy": result["sequence_accuracy"],
+                            "lr": lr,
+                            "elapsed_s": elapsed(),
+                        }
+                    )
             main_accuracy = last_eval[main_length]["sequence_accuracy"]
             postfix[f"acc@{main_length}"] = f"{main_accuracy:.3f}"
             bar.set_postfix(postfix)
-            if progress:
+            if show:
                 summary = "  ".join(
-                    f"{n}: {r['sequence_accuracy']:.3f}" for n, r in last_eval.items()
+                    f"{n}: loss {r['loss']:.4f} seq acc {r['sequence_accuracy']:.3f}"
+                    for n, r in last_eval.items()
                 )
-                bar.write(f"step {step}: sequence accuracy by length  {summary}")
+                bar.write(f"step {step}: by test length  {summary}")
             target = cfg.early_stop_accuracy
             stopped_early = target is not None and main_accuracy >= target
 
@@ -307,5 +405,6 @@ def train(
         "checkpoint": str(checkpoint),
         "tests": last_eval or {},
     }
-    atomic_write_text(out_dir / "final_metrics.json", json.dumps(final, indent=2) + "\n")
+    if world.is_main:
+        atomic_write_text(out_dir / "final_metrics.json", json.dumps(final, indent=2) + "\n")
     return final

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.tasks.base import IGNORE_INDEX
+from selrope.tasks.base import IGNORE_INDEX, BatchSource
 from selrope.tasks.metrics import accuracy_by_prefix_length, masked_accuracy
 
 METRIC_COLUMNS = (
@@ -24,17 +24,25 @@ METRIC_COLUMNS = (
     "split",
     "length",
     "loss",
+    "perplexity",
     "token_accuracy",
     "sequence_accuracy",
     "lr",
     "grad_norm",
+    "tokens_per_s",
     "elapsed_s",
 )
 
 
-def model_logits(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """`model(inputs)`'s logits (B, T, V), unwrapping a `(logits, cache)` tuple."""
-    out = model(inputs)
+def model_logits(
+    model: nn.Module, inputs: torch.Tensor, segment_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`model(inputs)`'s logits (B, T, V), unwrapping a `(logits, cache)` tuple.
+
+    `segment_ids` (B, T) of packed rows is passed on as `model(inputs, segment_ids=...)`; models
+    that know nothing of packing are called with the inputs alone.
+    """
+    out = model(inputs) if segment_ids is None else model(inputs, segment_ids=segment_ids)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -61,51 +69,55 @@ def sequence_loss(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    source: BatchSource,
     *,
     batch_size: int,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Loss and accuracies of `model` on a whole split, in batches, without gradients.
+    """Loss and accuracies of `model` on every row of `source`, in batches, without gradients.
 
     Args:
-        inputs: (N, T) int64 token ids.
-        targets: (N, T) int64 with IGNORE_INDEX at ignored positions.
+        source: the rows to score (e.g. `TensorBatches(inputs, targets)`, or corpus windows whose
+            segment ids keep packed documents apart).
         batch_size: rows per forward pass.
         autocast_dtype: e.g. torch.bfloat16 to run the forward under autocast; None for fp32.
     Returns:
-        "loss": mean cross-entropy per scored token; "token_accuracy", "sequence_accuracy"
-        (see `selrope.tasks.metrics.masked_accuracy`: NaN when nothing is scored);
-        "prefix_accuracy": list of T floats, the fraction of rows whose first t+1 positions are
-        all right (`selrope.tasks.metrics.accuracy_by_prefix_length`).
+        "loss": mean cross-entropy per scored token; "perplexity": exp(loss); "token_accuracy",
+        "sequence_accuracy" (see `selrope.tasks.metrics.masked_accuracy`: NaN when nothing is
+        scored); "prefix_accuracy": list of T floats, the fraction of rows whose first t+1
+        positions are all right (`selrope.tasks.metrics.accuracy_by_prefix_length`).
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     loss_sum = 0.0
-    predictions = []
+    predictions, targets = [], []
     try:
-        for start in range(0, inputs.shape[0], batch_size):
-            x = inputs[start : start + batch_size].to(device)
-            y = targets[start : start + batch_size].to(device)
+        for start in range(0, source.num_rows, batch_size):
+            indices = torch.arange(start, min(start + batch_size, source.num_rows))
+            batch = source.rows(indices)
+            y = batch.targets.to(device)
+            segment_ids = None if batch.segment_ids is None else batch.segment_ids.to(device)
             with torch.autocast(
                 device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
             ):
-                logits = model_logits(model, x)
+                logits = model_logits(model, batch.inputs.to(device), segment_ids)
             loss_sum += sequence_loss(logits, y, reduction="sum").item()
             predictions.append(logits.argmax(-1).cpu())
+            targets.append(batch.targets)
     finally:
         model.train(was_training)
-    predicted = torch.cat(predictions)
-    accuracy = masked_accuracy(predicted, targets)
+    predicted, target = torch.cat(predictions), torch.cat(targets)
+    accuracy = masked_accuracy(predicted, target)
     tokens = accuracy["num_tokens"]
+    loss = loss_sum / tokens if tokens else math.nan
     return {
-        "loss": loss_sum / tokens if tokens else math.nan,
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)) if tokens else math.nan,
         "token_accuracy": accuracy["token_accuracy"],
         "sequence_accuracy": accuracy["sequence_accuracy"],
-        "prefix_accuracy": accuracy_by_prefix_length(predicted, targets).tolist(),
+        "prefix_accuracy": accuracy_by_prefix_length(predicted, target).tolist(),
     }
 
 
