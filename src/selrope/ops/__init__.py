@@ -3,6 +3,7 @@
 Each recurrent op comes as a float64-safe loop reference (``recurrent_*``), a fast chunked form
 (``chunk_*``) and a one-token form (``*_step``, per-token tensors ``(B, H, D)``), with the same
 argument order. Softmax attention has an SDPA form, a float64 reference and a KV-cache form.
+Every sequence op takes ``segment_ids`` ``(B, T)`` for packed documents (``ops.segments``).
 """
 
 from selrope.ops.attention import attention_with_cache, causal_attention, reference_attention
@@ -12,6 +13,14 @@ from selrope.ops.gated_delta_rule import (
     recurrent_gated_delta_rule,
 )
 from selrope.ops.gla import chunk_gla, gla_step, recurrent_gla
+from selrope.ops.segments import (
+    check_segment_ids,
+    document_index,
+    document_resets,
+    positions_in_segment,
+    segment_ids_from_cu_seqlens,
+    segment_starts,
+)
 from selrope.ops.short_conv import ShortConvolution, causal_depthwise_conv
 
 __all__ = [
@@ -19,11 +28,17 @@ __all__ = [
     "attention_with_cache",
     "causal_attention",
     "causal_depthwise_conv",
+    "check_segment_ids",
     "chunk_gated_delta_rule",
     "chunk_gla",
+    "document_index",
+    "document_resets",
     "gated_delta_rule_step",
     "gla_step",
+    "positions_in_segment",
     "recurrent_gated_delta_rule",
     "recurrent_gla",
     "reference_attention",
+    "segment_ids_from_cu_seqlens",
+    "segment_starts",
 ]

@@ -6,12 +6,16 @@
 - ``attention_with_cache``: new tokens attend to cached + new keys; prefill and one-token decoding.
 
 Rotary embeddings are applied to q and k before these functions (they see rotated q, k only).
+With ``segment_ids`` (packed documents, see ``ops.segments``) a token attends only to earlier
+tokens of its own document: a boolean causal and same-document mask.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from selrope.ops.segments import check_segment_ids, document_index
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -30,29 +34,62 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         )
 
 
+def document_mask(segment_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
+    """``(B, 1, T, P + T)`` bool: new token i may attend to key j (causal, same document).
+
+    Args:
+        segment_ids: ``(B, T)`` packed-document ids of the new tokens.
+        past: P, the number of cached keys before them; they count as the row's first document.
+    """
+    B, T = segment_ids.shape
+    queries = document_index(segment_ids)
+    keys = torch.cat([queries.new_zeros(B, past), queries], dim=1)
+    causal = torch.ones(T, past + T, dtype=torch.bool, device=segment_ids.device).tril(past)
+    return (causal & (queries[:, :, None] == keys[:, None, :]))[:, None]
+
+
 def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal softmax attention: token t attends to tokens 0..t.
+    """Causal softmax attention: token t attends to tokens 0..t (of its own document).
 
     Args:
         q: ``(B, T, H, D)`` queries.
         k: ``(B, T, H, D)`` keys.
         v: ``(B, T, H, Dv)`` values.
         scale: score scale; default ``D ** -0.5``.
+        segment_ids: ``(B, T)`` integer ids of packed documents, or None (one document per row).
 
     Returns:
         ``(B, T, H, Dv)`` outputs in q's dtype.
     """
     _check_qkv(q, k, v)
+    if segment_ids is None:
+        mask = None
+    else:
+        check_segment_ids(segment_ids, q.shape[0], q.shape[1])
+        mask = document_mask(segment_ids)
     o = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        attn_mask=mask,
+        is_causal=mask is None,
+        scale=scale,
     )
     return o.transpose(1, 2)
 
 
 def reference_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal softmax attention written out (scores, mask, softmax), computed in float64.
 
@@ -61,16 +98,21 @@ def reference_attention(
         k: ``(B, T, H, D)`` keys.
         v: ``(B, T, H, Dv)`` values.
         scale: score scale; default ``D ** -0.5``.
+        segment_ids: ``(B, T)`` integer ids of packed documents, or None (one document per row).
 
     Returns:
         ``(B, T, H, Dv)`` outputs, cast back to q's dtype.
     """
     _check_qkv(q, k, v)
-    T, D = q.shape[1], q.shape[3]
+    B, T, _, D = q.shape
     scale = D**-0.5 if scale is None else scale
     scores = scale * torch.einsum("bthd,bshd->bhts", q.double(), k.double())
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(diagonal=1)
-    weights = scores.masked_fill(future, -torch.inf).softmax(dim=-1)
+    allowed = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    if segment_ids is not None:
+        check_segment_ids(segment_ids, B, T)
+        document = document_index(segment_ids)
+        allowed = allowed & (document[:, None, :, None] == document[:, None, None, :])
+    weights = scores.masked_fill(~allowed, -torch.inf).softmax(dim=-1)
     return torch.einsum("bhts,bshd->bthd", weights, v.double()).to(q.dtype)
 
 
@@ -81,6 +123,7 @@ def attention_with_cache(
     cache_k: torch.Tensor | None = None,
     cache_v: torch.Tensor | None = None,
     scale: float | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Attention of T new tokens over P cached tokens plus themselves (causally among the new).
 
@@ -95,6 +138,9 @@ def attention_with_cache(
         cache_k: ``(B, P, H, D)`` keys of earlier tokens, or ``None`` (P = 0).
         cache_v: ``(B, P, H, Dv)`` values of earlier tokens, or ``None``; given with cache_k.
         scale: score scale; default ``D ** -0.5``.
+        segment_ids: ``(B, T)`` integer ids of packed documents among the new tokens, or None.
+            The cached tokens count as the row's first document; later documents see only
+            themselves.
 
     Returns:
         ``(o, new_k, new_v)``: o ``(B, T, H, Dv)`` in q's dtype; new_k ``(B, P + T, H, D)`` and
@@ -104,7 +150,7 @@ def attention_with_cache(
     if (cache_k is None) != (cache_v is None):
         raise ValueError("cache_k and cache_v must be given together (or both None)")
     if cache_k is None:
-        return causal_attention(q, k, v, scale), k, v
+        return causal_attention(q, k, v, scale, segment_ids), k, v
     B, T, H, D = q.shape
     P = cache_k.shape[1] if cache_k.dim() == 4 else -1
     if cache_k.dim() != 4 or tuple(cache_k.shape) != (B, P, H, D):
@@ -126,7 +172,10 @@ def attention_with_cache(
     # Bottom-right aligned causal mask: query i may see keys 0..P+i. (SDPA's is_causal aligns
     # top-left, which is wrong when P > 0.) A single new token sees everything: no mask.
     mask = None
-    if T > 1:
+    if segment_ids is not None:
+        check_segment_ids(segment_ids, B, T)
+        mask = document_mask(segment_ids, P)
+    elif T > 1:
         mask = torch.ones(T, P + T, dtype=torch.bool, device=q.device).tril(diagonal=P)
     o = F.scaled_dot_product_attention(
         q.transpose(1, 2),

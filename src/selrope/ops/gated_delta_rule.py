@@ -26,6 +26,7 @@ from selrope.ops.recurrence import (
     check_sequence,
     check_shape,
     check_token,
+    chunk_segments,
     compute_dtype,
     effective_chunk_size,
     from_chunks,
@@ -86,6 +87,7 @@ def recurrent_gated_delta_rule(
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated delta rule by a loop over time (``gated_delta_rule_step`` per token): the reference.
 
@@ -98,13 +100,18 @@ def recurrent_gated_delta_rule(
         scale: query scale; default ``K ** -0.5``.
         initial_state: ``(B, H, K, V)`` state before the first token; ``None`` means zeros.
         output_final_state: whether to return the state after the last token.
+        segment_ids: ``(B, T)`` integer ids of packed documents (see ``ops.segments``), or None:
+            the state restarts from zero at every document start after the first.
 
     Returns:
         ``(o, final_state)``: o ``(B, T, H, V)`` in v's dtype; final_state ``(B, H, K, V)`` in the
         compute dtype, or ``None`` unless ``output_final_state``.
     """
-    check_sequence(q, k, v, initial_state, per_head={"g": g, "beta": beta})
-    return scan(gated_delta_rule_step, (q, k, v, g, beta), initial_state, scale, output_final_state)
+    check_sequence(q, k, v, initial_state, per_head={"g": g, "beta": beta}, segment_ids=segment_ids)
+    sequences = (q, k, v, g, beta)
+    return scan(
+        gated_delta_rule_step, sequences, initial_state, scale, output_final_state, segment_ids
+    )
 
 
 def chunk_gated_delta_rule(
@@ -117,6 +124,7 @@ def chunk_gated_delta_rule(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     chunk_size: int = 64,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated delta rule in chunked WY/UT form; equal to the recurrent form up to round-off.
 
@@ -126,7 +134,11 @@ def chunk_gated_delta_rule(
     ``A_tj = beta_t e^{G_t - G_j} k_t . k_j`` (j < t) and G the in-chunk cumulative log decay. One
     batched ``solve_triangular`` over all chunks gives ``U = W_v - W_k S``; a short loop over
     chunks then carries S. All exponentials have non-positive arguments (pairwise decays are
-    masked before ``exp``), so strong decays are safe. Differentiable by autograd.
+    masked before ``exp``), so strong decays are safe. Packed documents (``segment_ids``) are
+    masks in the same maths: pairs across documents leave the mask of A and of the intra-chunk
+    scores, the entering state S reaches (in the right-hand side and the output) only the tokens
+    before the chunk's first document start, only the chunk's last document writes the state it
+    hands on, and a chunk holding a start does not carry S through. Differentiable by autograd.
 
     Args:
         q: ``(B, T, H, K)`` queries.
@@ -138,12 +150,16 @@ def chunk_gated_delta_rule(
         initial_state: ``(B, H, K, V)`` state before the first token; ``None`` means zeros.
         output_final_state: whether to return the state after the last token.
         chunk_size: chunk length C (64 is fastest on CPU); T need not be a multiple of it.
+        segment_ids: ``(B, T)`` integer ids of packed documents (see ``ops.segments``), or None:
+            the state restarts from zero at every document start after the first.
 
     Returns:
         ``(o, final_state)``: o ``(B, T, H, V)`` in v's dtype; final_state ``(B, H, K, V)`` in the
         compute dtype, or ``None`` unless ``output_final_state``.
     """
-    B, T, H, K, V = check_sequence(q, k, v, initial_state, per_head={"g": g, "beta": beta})
+    B, T, H, K, V = check_sequence(
+        q, k, v, initial_state, per_head={"g": g, "beta": beta}, segment_ids=segment_ids
+    )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive; got {chunk_size}")
     dtype = compute_dtype(q.dtype)
@@ -155,18 +171,27 @@ def chunk_gated_delta_rule(
     G = to_chunks(g.to(dtype), C).cumsum(dim=3)  # (B, H, N, C)
     b = to_chunks(beta.to(dtype), C).unsqueeze(-1)  # (B, H, N, C, 1)
 
+    segments = None if segment_ids is None else chunk_segments(segment_ids, C)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    if segments is not None:
+        causal = causal & segments.same_document
     # Pairwise decays exp(G_t - G_j) for j <= t; masking before exp keeps every argument <= 0.
     pair_decay = torch.where(causal, G.unsqueeze(-1) - G.unsqueeze(-2), -torch.inf).exp()
     # solve_triangular(unitriangular=True) reads only the strictly lower part: I + A.
     A = b * (kc @ kc.transpose(-1, -2)) * pair_decay
-    rhs = torch.cat([b * vc, b * G.exp().unsqueeze(-1) * kc], dim=-1)
+    decay_from_start = G.exp().unsqueeze(-1)  # (B, H, N, C, 1): how the entering S reaches t
+    if segments is not None:
+        decay_from_start = decay_from_start * segments.sees_state
+    rhs = torch.cat([b * vc, b * decay_from_start * kc], dim=-1)
     W = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
     W_v, W_k = W.split([V, K], dim=-1)  # u = W_v - W_k S for the state S entering the chunk
 
     qk = (qc @ kc.transpose(-1, -2)) * pair_decay  # intra-chunk scores, causal incl. diagonal
     k_to_end = kc * (G[..., -1:] - G).exp().unsqueeze(-1)
     chunk_decay = G[..., -1].exp()[..., None, None]  # (B, H, N, 1, 1)
+    if segments is not None:
+        k_to_end = k_to_end * segments.to_state
+        chunk_decay = chunk_decay * segments.carries_state
     state = (
         q.new_zeros(B, H, K, V, dtype=dtype) if initial_state is None else initial_state.to(dtype)
     )
@@ -181,5 +206,5 @@ def chunk_gated_delta_rule(
         updates.append(u)
         state = decay_n * state + k_n.transpose(-1, -2) @ u
     u = torch.stack(updates, dim=2)
-    o = (qc * G.exp().unsqueeze(-1)) @ torch.stack(states_before, dim=2) + qk @ u
+    o = (qc * decay_from_start) @ torch.stack(states_before, dim=2) + qk @ u
     return from_chunks(o, T).to(v.dtype), state if output_final_state else None

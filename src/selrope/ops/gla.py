@@ -21,9 +21,11 @@ from __future__ import annotations
 import torch
 
 from selrope.ops.recurrence import (
+    ChunkSegments,
     check_sequence,
     check_shape,
     check_token,
+    chunk_segments,
     compute_dtype,
     effective_chunk_size,
     from_chunks,
@@ -82,6 +84,7 @@ def recurrent_gla(
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """GLA by a loop over time (``gla_step`` per token): the reference for ``chunk_gla``.
 
@@ -93,13 +96,15 @@ def recurrent_gla(
         scale: query scale; default ``K ** -0.5``.
         initial_state: ``(B, H, K, V)`` state before the first token; ``None`` means zeros.
         output_final_state: whether to return the state after the last token.
+        segment_ids: ``(B, T)`` integer ids of packed documents (see ``ops.segments``), or None:
+            the state restarts from zero at every document start after the first.
 
     Returns:
         ``(o, final_state)``: o ``(B, T, H, V)`` in v's dtype; final_state ``(B, H, K, V)`` in the
         compute dtype, or ``None`` unless ``output_final_state``.
     """
-    check_sequence(q, k, v, initial_state, per_channel={"g": g})
-    return scan(gla_step, (q, k, v, g), initial_state, scale, output_final_state)
+    check_sequence(q, k, v, initial_state, per_channel={"g": g}, segment_ids=segment_ids)
+    return scan(gla_step, (q, k, v, g), initial_state, scale, output_final_state, segment_ids)
 
 
 def chunk_gla(
@@ -111,6 +116,7 @@ def chunk_gla(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     chunk_size: int = 64,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """GLA in chunked-parallel form; equal to ``recurrent_gla`` up to round-off.
 
@@ -118,7 +124,11 @@ def chunk_gla(
     state. When a chunk's accumulated decay is too strong for the dense intra-chunk matmul (see
     ``_DENSE_MAX_CHUNK_DECAY``), the call switches to ``_intra_chunk_output``, whose
     exponentials all have non-positive arguments, so any finite log decay (e.g. -20 per step)
-    gives finite results, in float32 too. Differentiable by autograd.
+    gives finite results, in float32 too. Packed documents (``segment_ids``) are masks inside
+    the same chunked maths: intra-chunk scores across documents are dropped, the entering state
+    reaches only the tokens before the chunk's first document start, only the chunk's last
+    document writes the state it hands on, and a chunk holding a start does not carry the state
+    through. Differentiable by autograd.
 
     Args:
         q: ``(B, T, H, K)`` queries.
@@ -130,12 +140,16 @@ def chunk_gla(
         output_final_state: whether to return the state after the last token.
         chunk_size: chunk length C, a power of two (64 is fastest on CPU). T need not be a
             multiple of it.
+        segment_ids: ``(B, T)`` integer ids of packed documents (see ``ops.segments``), or None:
+            the state restarts from zero at every document start after the first.
 
     Returns:
         ``(o, final_state)``: o ``(B, T, H, V)`` in v's dtype; final_state ``(B, H, K, V)`` in the
         compute dtype, or ``None`` unless ``output_final_state``.
     """
-    B, T, H, K, V = check_sequence(q, k, v, initial_state, per_channel={"g": g})
+    B, T, H, K, V = check_sequence(
+        q, k, v, initial_state, per_channel={"g": g}, segment_ids=segment_ids
+    )
     if chunk_size < 1 or chunk_size & (chunk_size - 1):
         raise ValueError(f"chunk_size must be a power of two; got {chunk_size}")
     dtype = compute_dtype(q.dtype)
@@ -147,11 +161,18 @@ def chunk_gla(
     vc = to_chunks(v.to(dtype), C)
     G = to_chunks(g.to(dtype), C).cumsum(dim=3)
     G_last = G[:, :, :, -1]  # (B, H, N, K): log decay across the whole chunk
+    segments = None if segment_ids is None else chunk_segments(segment_ids, C)
 
     # Inter-chunk part. The state entering chunk n reaches position i decayed by exp(G_i); the
     # chunk's own contribution to the state it hands on is sum_j exp(G_last - G_j) k_j v_j^T.
     q_from_start = qc * G.exp()
     k_to_end = kc * (G_last.unsqueeze(3) - G).exp()
+    chunk_decay = G_last.exp().unsqueeze(-1)  # (B, H, N, K, 1)
+    q_inter = q_from_start
+    if segments is not None:
+        q_inter = q_from_start * segments.sees_state
+        k_to_end = k_to_end * segments.to_state
+        chunk_decay = chunk_decay * segments.carries_state
     chunk_updates = k_to_end.transpose(-1, -2) @ vc  # (B, H, N, K, V)
     state = (
         q.new_zeros(B, H, K, V, dtype=dtype) if initial_state is None else initial_state.to(dtype)
@@ -159,24 +180,51 @@ def chunk_gla(
     states_before = []
     # unbind once: indexing inside the loop would make autograd allocate a full-size zero
     # gradient per chunk.
-    for decay, update in zip(
-        G_last.exp().unsqueeze(-1).unbind(dim=2), chunk_updates.unbind(dim=2), strict=True
-    ):
+    for decay, update in zip(chunk_decay.unbind(dim=2), chunk_updates.unbind(dim=2), strict=True):
         states_before.append(state)
         state = decay * state + update
-    o = q_from_start @ torch.stack(states_before, dim=2)
+    o = q_inter @ torch.stack(states_before, dim=2)
     if G_last.detach().min() > -_DENSE_MAX_CHUNK_DECAY[dtype]:
-        # Common case, one dense matmul: exp(G_i - G_j) = exp(G_i) * exp(-G_j), with exp(-G) at
-        # most exp(limit) (finite) and exp(G) at least exp(-limit) (no underflow).
-        scores = q_from_start @ (kc * (-G).exp()).transpose(-1, -2)
-        o = o + scores.tril() @ vc
+        o = o + _dense_intra_chunk_output(q_from_start, kc, vc, G, segments)
     else:
-        o = o + _intra_chunk_output(qc, kc, vc, G)
+        same_document = None if segments is None else segments.same_document
+        o = o + _intra_chunk_output(qc, kc, vc, G, same_document)
     return from_chunks(o, T).to(v.dtype), state if output_final_state else None
 
 
+def _dense_intra_chunk_output(
+    q_from_start: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    G: torch.Tensor,
+    segments: ChunkSegments | None,
+) -> torch.Tensor:
+    """``o_i = sum_{j <= i, same document} (q_i * exp(G_i - G_j)) . k_j  v_j`` by one matmul.
+
+    exp(G_i - G_j) = exp(G_i) * exp(-G_j), with exp(-G) at most exp(limit) (finite) and exp(G) at
+    least exp(-limit) (no underflow) for chunks within ``_DENSE_MAX_CHUNK_DECAY``.
+
+    Args:
+        q_from_start: ``(..., C, K)`` scaled queries times exp(G).
+        k, G: ``(..., C, K)`` keys and in-chunk cumulative log decays.
+        v: ``(..., C, V)`` values.
+        segments: the packed-document masks, or None (one document).
+
+    Returns:
+        ``(..., C, V)`` the intra-chunk outputs.
+    """
+    scores = (q_from_start @ (k * (-G).exp()).transpose(-1, -2)).tril()
+    if segments is not None:
+        scores = scores * segments.same_document
+    return scores @ v
+
+
 def _intra_chunk_output(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, G: torch.Tensor
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    G: torch.Tensor,
+    same_document: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``o_i = sum_{j <= i} (q_i * exp(G_i - G_j)) . k_j  v_j`` within each chunk, overflow-free.
 
@@ -192,6 +240,8 @@ def _intra_chunk_output(
     Args:
         q, k, G: ``(..., C, K)`` scaled queries, keys and in-chunk cumulative log decays.
         v: ``(..., C, V)`` values.
+        same_document: ``(..., C, C)`` bool (broadcasting over q's leading dims), pairs i, j in
+            one packed document, or None (all pairs).
 
     Returns:
         ``(..., C, V)`` the intra-chunk outputs.
@@ -207,7 +257,14 @@ def _intra_chunk_output(
         q_late = qb[..., 1, :, :] * (Gb[..., 1, :, :] - ref).exp()
         k_early = kb[..., 0, :, :] * (ref - Gb[..., 0, :, :]).exp()
         v_early = vb[..., 0, :, :]
-        if size <= 4:
+        if same_document is not None:
+            # Rows of the later halves against columns of the earlier halves: (..., P, s, s).
+            pairs = same_document.unflatten(-2, (C // (2 * size), 2, size))[..., 1, :, :]
+            mask = pairs.unflatten(-1, (C // (2 * size), 2, size))[..., 0, :]
+            mask = mask.diagonal(dim1=-4, dim2=-2).movedim(-1, -3)
+            scores = (q_late @ k_early.transpose(-1, -2)) * mask
+            late_out = scores @ v_early
+        elif size <= 4:
             # Tiny blocks: broadcasting beats tens of thousands of 4x4 matmuls.
             scores = (q_late.unsqueeze(-2) * k_early.unsqueeze(-3)).sum(-1)
             late_out = (scores.unsqueeze(-1) * v_early.unsqueeze(-3)).sum(-2)

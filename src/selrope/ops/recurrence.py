@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
+
+from selrope.ops.segments import check_segment_ids, document_resets
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -29,12 +32,14 @@ def check_sequence(
     initial_state: torch.Tensor | None = None,
     per_channel: dict[str, torch.Tensor] | None = None,
     per_head: dict[str, torch.Tensor] | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[int, ...]:
     """Validate a sequence op's inputs; return ``(B, T, H, K, V)``.
 
     q, k ``(B, T, H, K)``, v ``(B, T, H, V)``, initial_state ``(B, H, K, V)`` or None,
     ``per_channel`` tensors (e.g. GLA's g) ``(B, T, H, K)``, ``per_head`` tensors (e.g. the
-    delta rule's g and beta) ``(B, T, H)``; errors name the argument and the expected shape.
+    delta rule's g and beta) ``(B, T, H)``, segment_ids ``(B, T)`` integers or None; errors name
+    the argument and the expected shape.
     """
     if q.dim() != 4:
         raise ValueError(f"q must have shape (B, T, H, K); got {tuple(q.shape)}")
@@ -53,6 +58,8 @@ def check_sequence(
         check_shape(name, x, (B, T, H), "(B, T, H)")
     if initial_state is not None:
         check_shape("initial_state", initial_state, (B, H, K, V), "(B, H, K, V)")
+    if segment_ids is not None:
+        check_segment_ids(segment_ids, B, T)
     return B, T, H, K, V
 
 
@@ -95,12 +102,48 @@ def effective_chunk_size(T: int, chunk_size: int) -> int:
     return min(chunk_size, 1 << (T - 1).bit_length())
 
 
+class ChunkSegments(NamedTuple):
+    """Where packed documents cut the chunks of ``to_chunks``; every field broadcasts over H.
+
+    same_document: ``(B, 1, N, C, C)`` bool, tokens i and j of a chunk are in one document.
+    sees_state: ``(B, 1, N, C, 1)`` bool, no document starts in the chunk up to token i, so the
+        state entering the chunk reaches it.
+    to_state: ``(B, 1, N, C, 1)`` bool, token j is in the chunk's last document, so it enters the
+        state the chunk hands on.
+    carries_state: ``(B, 1, N, 1, 1)`` bool, no document starts in the chunk, so the entering
+        state survives it.
+    """
+
+    same_document: torch.Tensor
+    sees_state: torch.Tensor
+    to_state: torch.Tensor
+    carries_state: torch.Tensor
+
+
+def chunk_segments(segment_ids: torch.Tensor, chunk_size: int) -> ChunkSegments:
+    """The masks of ``ChunkSegments`` for segment ids ``(B, T)`` cut into chunks of ``chunk_size``.
+
+    A document start at t = 0 is not a reset (the first document continues from the initial
+    state); the zero padding of the last chunk continues the last document.
+    """
+    resets = to_chunks(document_resets(segment_ids)[:, :, None], chunk_size)  # (B, 1, N, C)
+    # Starts so far in the chunk: equal counts mean the same document, 0 means the entering one.
+    seen = resets.cumsum(dim=-1)
+    return ChunkSegments(
+        same_document=seen.unsqueeze(-1) == seen.unsqueeze(-2),
+        sees_state=(seen == 0).unsqueeze(-1),
+        to_state=(seen == seen[..., -1:]).unsqueeze(-1),
+        carries_state=(seen[..., -1] == 0)[..., None, None],
+    )
+
+
 def scan(
     step: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     sequences: tuple[torch.Tensor, ...],
     state: torch.Tensor | None,
     scale: float | None,
     output_final_state: bool,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``step(*token_tensors, state, scale) -> (o, state)`` over time: the reference loop.
 
@@ -110,13 +153,19 @@ def scan(
         state: the state before the first token (None: zeros, as the step decides).
         scale: passed to every step.
         output_final_state: return the state after the last token (else None).
+        segment_ids: ``(B, T)`` packed-document ids, or None; the state is set to zero before
+            every document start at t > 0.
 
     Returns:
         ``(o (B, T, ...), final_state or None)``.
     """
+    T = sequences[0].shape[1]
+    resets = [None] * T if segment_ids is None else document_resets(segment_ids).unbind(1)
     outputs = []
     # unbind, not x[:, t]: autograd would allocate a full-size zero gradient per indexed step.
-    for tokens in zip(*(x.unbind(1) for x in sequences), strict=True):
+    for *tokens, reset in zip(*(x.unbind(1) for x in sequences), resets, strict=True):
+        if reset is not None and state is not None:
+            state = torch.where(reset[:, None, None, None], 0.0, state)
         o, state = step(*tokens, state, scale)
         outputs.append(o)
     return torch.stack(outputs, dim=1), state if output_final_state else None
