@@ -5,6 +5,7 @@
                     --seeds 0,1,2 --out DIR
     selrope demo    --out DIR
     selrope theory  (softmax as random rotations; rotation leakage and the decay window)
+    selrope data prepare --input PATH [PATH ...] | --default --tokenizer byte|bpe:VOCAB --out DIR
 
 Options come from the fields of ``LMConfig`` (model), ``TrainConfig`` (optimiser and loop) and
 the chosen task's parameters (``selrope.tasks.task_parameters``), written with dashes
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         "compare": command_compare,
         "demo": command_demo,
         "theory": command_theory,
+        "data": command_data,
     }
     if not argv or argv[0] not in commands:
         print(__doc__)
@@ -212,3 +214,40 @@ def command_theory(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="selrope theory")
     parser.add_argument("--seed", type=int, default=0)
     print(theory_report(parser.parse_args(argv).seed))
+
+def command_data(argv: list[str]) -> None:
+    """``selrope data prepare``: tokenise a corpus into train/val token streams (selrope.data)."""
+    from selrope.data import prepare_corpus
+
+    parser = argparse.ArgumentParser(prog="selrope data")
+    actions = parser.add_subparsers(dest="action", required=True)
+    prepare = actions.add_parser("prepare", help="tokenise text into DIR/{train,val}.bin")
+    source = prepare.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="PATH", help="text/.jsonl files, folders")
+    source.add_argument("--default", action="store_true", help="the CPython stdlib's .py files")
+    prepare.add_argument("--tokenizer", required=True, help="byte | bpe:VOCAB")
+    prepare.add_argument("--out", required=True, metavar="DIR")
+    held_out = prepare.add_mutually_exclusive_group()
+    held_out.add_argument("--val-fraction", type=float, default=argparse.SUPPRESS, metavar="F")
+    held_out.add_argument(
+        "--val-documents",
+        type=lambda text: [pattern for pattern in text.split(",") if pattern],
+        default=argparse.SUPPRESS,
+        metavar="GLOB[,GLOB]",
+        help="fnmatch patterns on document names",
+    )
+    prepare.add_argument("--seed", type=int, default=argparse.SUPPRESS)
+    options = vars(parser.parse_args(argv))
+    options.pop("action")
+    try:
+        manifest = prepare_corpus(
+            options.pop("input"), options.pop("tokenizer"), options.pop("out"), **options
+        )
+    except ValueError as error:
+        print(f"selrope: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for split, entry in manifest["splits"].items():
+        print(f"{split}: {entry['tokens']:,} tokens, {entry['documents']:,} documents")
+    tokenizer = manifest["tokenizer"]
+    print(f"tokenizer {tokenizer['spec']} (vocab {tokenizer['vocab_size']})")
+    print(f"written in {manifest['seconds']:.1f} s")
