@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from selrope.data.reader import TOKENIZER_FILE
 from selrope.models import LanguageModel, LMConfig
 from selrope.rotary import (
     SELECTIVE_COPYING_RECIPE,
@@ -23,9 +25,12 @@ from selrope.rotary import (
     SELECTIVE_STATE_TRACKING_RECIPE,
 )
 from selrope.tasks import build_task
-from selrope.training import TrainConfig, run_parallel, train
+from selrope.training import TrainConfig, is_main_process, run_parallel, train
 
-ROTARY_NAMES = ("nope", "rope", "carope", "selective")
+ROTARY_NAMES = ("nope", "rope", "carope", "selective", "sinusoidal", "learned")
+# Absolute position baselines: no rotation in the mixers, a position vector added to the token
+# embeddings instead (``LMConfig.absolute_position``).
+ABSOLUTE_POSITIONS = ("sinusoidal", "learned")
 
 # The fixed-RoPE baseline of the Selective RoPE paper uses base 500,000 in every task.
 BASELINE_ROPE = {"type": "rope", "base": 500000.0}
@@ -41,14 +46,25 @@ SELECTIVE_BY_TASK: dict[str, dict[str, Any]] = {
 
 # Parameters that identify a task variant in the result rows, and the one that is the training
 # length.
-IDENTITY_PARAMS = {"state_tracking": ("group",), "mqar": ("num_kv_pairs", "vocab_size")}
-TRAIN_LENGTH_PARAM = {"state_tracking": "train_len", "mqar": "seq_len", "copying": "max_len"}
+IDENTITY_PARAMS = {
+    "state_tracking": ("group",),
+    "mqar": ("num_kv_pairs", "vocab_size"),
+    "lm": ("data",),
+}
+TRAIN_LENGTH_PARAM = {
+    "state_tracking": "train_len",
+    "mqar": "seq_len",
+    "copying": "max_len",
+    "lm": "seq_len",
+}
 
 
 def rotary_preset(
     name: str, task: str, options: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """The rotary config called ``name`` ("nope" | "rope" | "carope" | "selective") for ``task``.
+    """The rotary config called ``name`` (one of ``ROTARY_NAMES``) for ``task``.
+
+    The absolute baselines ("sinusoidal", "learned") rotate nothing: their rotary is NoPE.
 
     ``options`` maps rotary names to overrides of their preset, e.g.
     ``{"selective": {"projection": "full-rank"}}``; only ``options[name]`` applies, so one grid
@@ -67,6 +83,8 @@ def rotary_preset(
         "rope": dict(BASELINE_ROPE),
         "carope": {"type": "carope"},
         "selective": SELECTIVE_BY_TASK.get(task, {"type": "selective"}),
+        "sinusoidal": {"type": "nope"},
+        "learned": {"type": "nope"},
     }[name]
     return {**preset, **options.get(name, {})}
 
@@ -84,8 +102,9 @@ class RunSpec:
     Attributes:
         task: a ``selrope.tasks`` task name; ``task_params`` its parameters.
         mixer: "attention" | "gla" | "gdn" (or a per-layer list).
-        rotary: a name of ``ROTARY_NAMES``; ``rotary_options`` maps rotary names to overrides
-            of their presets (see ``rotary_preset``).
+        rotary: the position encoding, a name of ``ROTARY_NAMES`` (rotary embeddings, or the
+            absolute baselines "sinusoidal" / "learned"); ``rotary_options`` maps rotary names
+            to overrides of their presets (see ``rotary_preset``).
         seed: seeds the data, the model initialisation and the batch order.
         model: ``LMConfig`` fields (vocab_size, mixer and rotary come from the task and above).
         train: ``TrainConfig`` fields (seed and out_dir are set by the run).
@@ -107,11 +126,14 @@ class RunSpec:
 
 def build_model(spec: RunSpec, vocab_size: int) -> LanguageModel:
     """The spec's model, initialised from ``spec.seed`` without touching the global RNG."""
+    model_options = dict(spec.model)
+    if spec.rotary in ABSOLUTE_POSITIONS:
+        model_options["absolute_position"] = spec.rotary
     config = LMConfig(
         vocab_size=vocab_size,
         mixer=spec.mixer,
         rotary=rotary_preset(spec.rotary, spec.task, spec.rotary_options),
-        **spec.model,
+        **model_options,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
@@ -123,16 +145,25 @@ def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
 
     Row keys: task, the task's identifying parameters (e.g. group), mixer, rotary, seed,
     train_len, test_len, accuracy (see ``accuracy_metric``), sequence_accuracy, token_accuracy,
-    loss, steps, elapsed_s, run_dir.
+    loss, perplexity, steps, elapsed_s, run_dir.
+
+    Under torchrun every process trains; only rank 0 writes ``spec.json`` and ``model/`` (the
+    final weights, with the corpus tokenizer beside them for language models).
     """
     data = build_task(spec.task, seed=spec.seed, **spec.task_params)
     model = build_model(spec, data.vocab_size)
     train_config = TrainConfig.from_dict({**spec.train, "seed": spec.seed, "out_dir": spec.out_dir})
     out_dir = Path(spec.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+    if is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
     final = train(model, data, train_config, resume=spec.resume, progress=progress)
-    model.save_pretrained(out_dir / "model")
+    if is_main_process():
+        model.save_pretrained(out_dir / "model")
+        if spec.task == "lm":
+            shutil.copyfile(
+                Path(data.params["data"]) / TOKENIZER_FILE, out_dir / "model" / TOKENIZER_FILE
+            )
     base = {
         "task": spec.task,
         **{key: data.params[key] for key in IDENTITY_PARAMS.get(spec.task, ())},
@@ -153,6 +184,7 @@ def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
             "sequence_accuracy": result["sequence_accuracy"],
             "token_accuracy": result["token_accuracy"],
             "loss": result["loss"],
+            "perplexity": result["perplexity"],
         }
         for length, result in sorted(final["tests"].items())
     ]

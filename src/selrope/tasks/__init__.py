@@ -1,4 +1,5 @@
-"""Deterministic synthetic tasks: state tracking on groups, MQAR, copying, MAD.
+"""Tasks: deterministic synthetic ones (state tracking on groups, MQAR, copying, MAD) and
+language modelling on a prepared corpus ("lm").
 
 `build_task(name, seed, **params)` returns a `TaskData` (see `selrope.tasks.base`); the builders
 below list each task's parameters and defaults, and docs/tasks.md describes the rules.
@@ -13,6 +14,7 @@ from typing import Any
 from selrope.tasks.base import IGNORE_INDEX, TaskData
 from selrope.tasks.copying import build_copying, copying_test, copying_train
 from selrope.tasks.groups import PermutationGroup, get_group, prefix_products
+from selrope.tasks.language_modeling import CorpusWindows, build_language_modeling
 from selrope.tasks.mad import (
     build_compression,
     build_fuzzy_recall,
@@ -40,6 +42,7 @@ TASKS: dict[str, Callable[..., TaskData]] = {
     "mad_selective_copying": build_selective_copying,
     "mad_memorization": build_memorization,
     "mad_compression": build_compression,
+    "lm": build_language_modeling,
 }
 
 
@@ -74,6 +77,7 @@ def build_task(name: str, seed: int = 0, **params: Any) -> TaskData:
 __all__ = [
     "IGNORE_INDEX",
     "TASKS",
+    "CorpusWindows",
     "PermutationGroup",
     "TaskData",
     "accuracy_by_prefix_length",

@@ -10,6 +10,7 @@ from .checkpoint import (
     save_weights,
 )
 from .config import TrainConfig
+from .distributed import World, init_distributed, is_main_process
 from .loop import DeterministicBatches, NonFiniteLossError, evaluate_tests, main_test_length, train
 from .metrics import MetricsLog, evaluate, read_metrics, sequence_loss
 from .optim import build_optimizer, lr_schedule, parameter_groups, wants_weight_decay
@@ -21,11 +22,14 @@ __all__ = [
     "MetricsLog",
     "NonFiniteLossError",
     "TrainConfig",
+    "World",
     "atomic_write",
     "build_optimizer",
     "evaluate",
     "evaluate_tests",
     "format_table",
+    "init_distributed",
+    "is_main_process",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
