@@ -3,6 +3,8 @@
     selrope train   --task state_tracking --group Z2 --mixer gla --rotary selective --out DIR
     selrope compare --task mqar --mixers gla,gdn,attention --rotaries nope,rope,selective \\
                     --seeds 0,1,2 --out DIR
+    selrope train   --task lm --data CORPUS --seq-len 256 --mixer attention --rotary rope --out DIR
+    selrope eval    --checkpoint RUN[,RUN...] --data CORPUS --lengths 256,512,1024 --out DIR
     selrope demo    --out DIR
     selrope theory  (softmax as random rotations; rotation leakage and the decay window)
     selrope data prepare --input PATH [PATH ...] | --default --tokenizer byte|bpe:VOCAB --out DIR
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         "demo": command_demo,
         "theory": command_theory,
         "data": command_data,
+        "eval": command_eval,
     }
     if not argv or argv[0] not in commands:
         print(__doc__)
@@ -208,12 +211,19 @@ def command_demo(argv: list[str]) -> None:
     run_demo(args.out, args.workers)
 
 
+def command_eval(argv: list[str]) -> None:
+    from selrope.evaluation.command import run_eval_command
+
+    run_eval_command(argv)
+
+
 def command_theory(argv: list[str]) -> None:
     from selrope.analysis.theory import theory_report
 
     parser = argparse.ArgumentParser(prog="selrope theory")
     parser.add_argument("--seed", type=int, default=0)
     print(theory_report(parser.parse_args(argv).seed))
+
 
 def command_data(argv: list[str]) -> None:
     """``selrope data prepare``: tokenise a corpus into train/val token streams (selrope.data)."""
