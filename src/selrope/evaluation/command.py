@@ -1,0 +1,197 @@
+"""``selrope eval``: perplexity of saved models at several context lengths on a prepared split.
+
+    selrope eval --checkpoint RUN[,RUN...] --data DIR --lengths 256,512,1024,2048 --out DIR
+        [--split val] [--batch-size N] [--max-tokens N] [--device cpu|cuda|auto]
+        [--rope-scaling JSON] [--name NAME,...]
+
+Writes ``eval.json``, ``eval.md``, ``ppl_vs_length.png`` and ``loss_vs_position.png`` into
+``--out``. With ``--rope-scaling`` every (RoPE) model is evaluated a second time, rebuilt with
+that context extension and the same weights, as a row named ``<name>+<kind>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from selrope.evaluation.perplexity import evaluate_lengths
+from selrope.evaluation.report import EvaluatedRun, write_report
+from selrope.evaluation.runs import load_model, model_directory, training_length
+from selrope.models.lm import CONFIG_FILE
+from selrope.rotary import parse_rotary_config
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``selrope: error: <message>`` (one line, no traceback) and exit with status 2."""
+    print(f"selrope: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        fail(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``selrope eval`` argument parser (errors exit via ``fail``)."""
+    parser = _Parser(prog="selrope eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="RUN[,RUN...]: model dirs or runs")
+    parser.add_argument("--data", required=True, help="a directory from `selrope data prepare`")
+    parser.add_argument("--lengths", required=True, help="context lengths, e.g. 256,512,1024")
+    parser.add_argument("--out", required=True, help="where the report goes")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--max-tokens", type=int, default=None, help="cap on scored tokens")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    parser.add_argument(
+        "--rope-scaling",
+        default=None,
+        help='e.g. \'{"kind": "yarn", "factor": 8, "original_max_position": 256}\'',
+    )
+    parser.add_argument("--name", default=None, help="NAME[,NAME...]: one row label per RUN")
+    return parser
+
+
+def _comma_list(flag: str, text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ValueError(f"{flag} must be a comma-separated list without empty items; got {text!r}")
+    return items
+
+
+def parse_lengths(text: str) -> list[int]:
+    """``"256,512"`` -> ``[256, 512]``; ValueError naming ``--lengths`` otherwise."""
+    items = _comma_list("--lengths", text)
+    if not all(item.isdigit() and int(item) > 0 for item in items):
+        raise ValueError(f"--lengths must be positive integers like 256,512,1024; got {text!r}")
+    return [int(item) for item in items]
+
+
+def parse_rope_scaling(text: str | None) -> dict[str, Any] | None:
+    """The ``--rope-scaling`` JSON object, validated as ``RoPEConfig.scaling``."""
+    if text is None:
+        return None
+    try:
+        scaling = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--rope-scaling must be a JSON object; got {text!r} ({error})") from None
+    parse_rotary_config({"type": "rope", "scaling": scaling})
+    return scaling
+
+
+@dataclass
+class _Planned:
+    """A model to evaluate: its row name, weights directory and RoPE override."""
+
+    name: str
+    model_dir: Path
+    rope_scaling: dict[str, Any] | None
+
+
+def _plan(args: argparse.Namespace) -> list[_Planned]:
+    """Check every checkpoint before evaluating any (so a typo fails in a second)."""
+    runs = _comma_list("--checkpoint", args.checkpoint)
+    names = [Path(run).resolve().name for run in runs]
+    if args.name is not None:
+        names = _comma_list("--name", args.name)
+        if len(names) != len(runs):
+            raise ValueError(f"--name needs one name per checkpoint ({len(runs)}); got {args.name}")
+    scaling = parse_rope_scaling(args.rope_scaling)
+    planned = []
+    for run, name in zip(runs, names, strict=True):
+        model_dir = model_directory(run)
+        planned.append(_Planned(name, model_dir, None))
+        if scaling is not None:
+            rotary_type = _saved_config(model_dir).get("rotary", {}).get("type")
+            if rotary_type != "rope":
+                raise ValueError(
+                    f"--rope-scaling needs RoPE models; checkpoint {run!r} has rotary type "
+                    f"{rotary_type!r}"
+                )
+            planned.append(_Planned(f"{name}+{scaling['kind']}", model_dir, scaling))
+    return planned
+
+
+def _saved_config(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / CONFIG_FILE).read_text())
+
+
+def _check_vocab(planned: list[_Planned], vocab_size: int) -> None:
+    for item in planned:
+        model_vocab = _saved_config(item.model_dir).get("vocab_size")
+        if model_vocab != vocab_size:
+            raise ValueError(
+                f"checkpoint {str(item.model_dir)!r} has vocab_size {model_vocab} but the data "
+                f"has {vocab_size}: it was trained on another tokenizer"
+            )
+
+
+def run_eval_command(argv: list[str]) -> None:
+    """Run ``selrope eval`` with the arguments after ``eval`` (see the module docstring).
+
+    User errors (missing directories, bad lengths or JSON, a model/data vocab mismatch) print
+    one ``selrope: error: ...`` line and exit with status 2.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        lengths = parse_lengths(args.lengths)
+        for flag, value in (("--batch-size", args.batch_size), ("--max-tokens", args.max_tokens)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be a positive integer; got {value}")
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available")
+        planned = _plan(args)
+        if not Path(args.data).is_dir():
+            raise ValueError(f"--data {args.data!r} is not a directory")
+        from selrope.data import load_split
+
+        split = load_split(args.data, args.split)
+        _check_vocab(planned, split.vocab_size)
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    evaluated = []
+    for item in planned:
+        model = load_model(item.model_dir, device, item.rope_scaling)
+        results = evaluate_lengths(
+            model,
+            split,
+            lengths,
+            batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
+            device=device,
+        )
+        for result in results.values():
+            print(
+                f"{item.name}  L={result['length']}  ppl={result['perplexity']:.3f}  "
+                f"nll={result['nll']:.4f}  tokens={result['tokens']}"
+            )
+        evaluated.append(
+            EvaluatedRun(
+                name=item.name,
+                checkpoint=str(item.model_dir),
+                config=model.config.to_dict(),
+                n_parameters=sum(p.numel() for p in model.parameters()),
+                rotary_override=item.rope_scaling,
+                train_length=training_length(item.model_dir),
+                results=results,
+            )
+        )
+        del model
+    meta = {
+        "data": str(args.data),
+        "split": args.split,
+        "lengths": lengths,
+        "scored_tokens": next(iter(evaluated[0].results.values()))["tokens"],
+        "device": device,
+    }
+    for path in write_report(args.out, evaluated, meta):
+        print(f"wrote {path}")

@@ -1,0 +1,181 @@
+"""Writing a perplexity-vs-length evaluation: ``eval.json``, ``eval.md`` and two PNG plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SUMMARY_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "mixer", "rotary")
+
+
+@dataclass
+class EvaluatedRun:
+    """One evaluated model (a checkpoint, possibly with a RoPE override) and its results.
+
+    Attributes:
+        name: the row label (e.g. ``run`` or ``run+yarn``).
+        checkpoint: the directory the weights came from.
+        config: the model's ``LMConfig.to_dict()`` as evaluated (override included).
+        n_parameters: number of parameters.
+        rotary_override: the ``--rope-scaling`` dict, or None.
+        train_length: the training context length if the run recorded it.
+        results: ``{L: selrope.evaluation.evaluate_length's dict}``.
+    """
+
+    name: str
+    checkpoint: str
+    config: dict[str, Any]
+    n_parameters: int
+    rotary_override: dict[str, Any] | None
+    train_length: int | None
+    results: dict[int, dict[str, Any]]
+
+
+def _rotary_label(rotary: dict[str, Any]) -> str:
+    scaling = rotary.get("scaling")
+    label = rotary.get("type", "?")
+    return f"{label}+{scaling['kind']}x{scaling['factor']:g}" if scaling else label
+
+
+def _mixer_label(mixer: str | list[str]) -> str:
+    return mixer if isinstance(mixer, str) else "+".join(mixer)
+
+
+def write_json(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> None:
+    """``eval.json``: ``meta`` (data, split, lengths, scored tokens) and every run and length."""
+    rows = [
+        {
+            "name": run.name,
+            "checkpoint": run.checkpoint,
+            "model": {
+                **{key: run.config.get(key) for key in SUMMARY_KEYS},
+                "n_parameters": run.n_parameters,
+            },
+            "rotary_override": run.rotary_override,
+            "train_length": run.train_length,
+            "config": run.config,
+            "results": list(run.results.values()),
+        }
+        for run in runs
+    ]
+    path.write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
+
+
+def write_markdown(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> None:
+    """``eval.md``: one row per model, perplexity at each length, and the tokens scored."""
+    lengths = meta["lengths"]
+    header = ["model", "mixer", "rotary", "params", "train L"]
+    header += [f"ppl @ {length}" for length in lengths] + ["tokens scored"]
+    lines = [
+        "# Perplexity vs evaluation length",
+        "",
+        f"Data `{meta['data']}`, split `{meta['split']}`: every length scores the same "
+        f"{meta['scored_tokens']:,} tokens (non-overlapping windows, no reading across documents).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * 5 + "---:|" * (len(lengths) + 1),
+    ]
+    for run in runs:
+        cells = [
+            run.name,
+            _mixer_label(run.config["mixer"]),
+            _rotary_label(run.config["rotary"]),
+            f"{run.n_parameters:,}",
+            str(run.train_length or "?"),
+        ]
+        cells += [f"{run.results[length]['perplexity']:.2f}" for length in lengths]
+        cells.append(f"{meta['scored_tokens']:,}")
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Trailing moving average of ``values`` ``(T,)`` over ``window`` positions.
+
+    Returns:
+        ``(positions (T - window + 1,), averages (T - window + 1,))``: the average of
+        ``values[t - window + 1 : t + 1]`` at position t.
+    """
+    window = max(1, min(window, len(values)))
+    averages = np.convolve(values, np.ones(window) / window, mode="valid")
+    return np.arange(window - 1, len(values)), averages
+
+
+def plot_perplexity(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> None:
+    """``ppl_vs_length.png``: perplexity against evaluation length, one line per model."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    for run in runs:
+        lengths = sorted(run.results)
+        (line,) = axes.plot(
+            lengths, [run.results[n]["perplexity"] for n in lengths], marker="o", label=run.name
+        )
+        if run.train_length:
+            axes.axvline(run.train_length, color=line.get_color(), linestyle=":", linewidth=1)
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("evaluation context length (tokens)")
+    axes.set_ylabel("perplexity (exp of mean NLL in nats)")
+    axes.set_title(
+        f"Perplexity vs context length ({meta['split']}, {meta['scored_tokens']:,} tokens each)"
+        + ("; dotted: training length" if any(run.train_length for run in runs) else "")
+    )
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.savefig(path, dpi=120)
+
+
+def plot_loss_by_position(path: Path, runs: list[EvaluatedRun]) -> None:
+    """``loss_vs_position.png``: smoothed loss at each position of each model's longest windows,
+    with the training length (when known) as a dotted vertical line."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    longest = max(max(run.results) for run in runs)
+    window = max(1, longest // 64)
+    for run in runs:
+        result = run.results[max(run.results)]
+        positions, averages = moving_average(np.asarray(result["loss_by_position"]), window)
+        (line,) = axes.plot(positions, averages, label=f"{run.name} (L = {result['length']})")
+        if run.train_length:
+            axes.axvline(
+                run.train_length,
+                color=line.get_color(),
+                linestyle=":",
+                label=f"{run.name} training length ({run.train_length})",
+            )
+    axes.set_xlabel("position in the window (tokens)")
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title(f"Loss vs position, moving average over {window} positions")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.savefig(path, dpi=120)
+
+
+def write_report(out_dir: str | Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> list[Path]:
+    """Write ``eval.json``, ``eval.md``, ``ppl_vs_length.png`` and ``loss_vs_position.png``.
+
+    Args:
+        out_dir: created if missing.
+        runs: the evaluated models, in table order.
+        meta: ``{"data": str, "split": str, "lengths": [L, ...], "scored_tokens": S}``.
+
+    Returns:
+        The paths written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / name for name in ("eval.json", "eval.md")]
+    paths += [out_dir / name for name in ("ppl_vs_length.png", "loss_vs_position.png")]
+    write_json(paths[0], runs, meta)
+    write_markdown(paths[1], runs, meta)
+    plot_perplexity(paths[2], runs, meta)
+    plot_loss_by_position(paths[3], runs)
+    return paths
