@@ -1,25 +1,35 @@
 """Absolute position baselines added to the token embeddings (not rotations): sinusoidal and
-learned. Both take ``forward(x, offset=0) -> x + pe`` so a decoder can continue at ``offset``."""
+learned. Both take ``forward(x, offset=0, segment_ids=None) -> x + pe`` so a decoder can continue
+at ``offset`` and packed documents restart their positions."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from selrope.ops.segments import check_segment_ids, positions_in_segment
 
-def _positions(x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
-    """``(B or 1, T)`` int64 positions of the tokens of x ``(B, T, d)`` starting at ``offset``."""
+
+def _positions(
+    x: torch.Tensor, offset: int | torch.Tensor, segment_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(B or 1, T)`` int64 positions of the tokens of x ``(B, T, d)`` starting at ``offset``;
+    with ``segment_ids`` ``(B, T)`` only the first document of a row starts there, every later
+    one at 0."""
     if x.dim() != 3:
         raise ValueError(f"x must have shape (B, T, d); got {tuple(x.shape)}")
     B, T, _ = x.shape
-    steps = torch.arange(T, device=x.device)
-    if isinstance(offset, int):
-        return (offset + steps)[None]
-    if offset.shape != (B,) or offset.dtype != torch.int64:
+    if not isinstance(offset, int) and (offset.shape != (B,) or offset.dtype != torch.int64):
         raise ValueError(
             f"offset must be an int or an int64 tensor of shape (B,) = ({B},); "
             f"got {offset.dtype} {tuple(offset.shape)}"
         )
+    if segment_ids is not None:
+        check_segment_ids(segment_ids, B, T)
+        return positions_in_segment(segment_ids, offset)
+    steps = torch.arange(T, device=x.device)
+    if isinstance(offset, int):
+        return (offset + steps)[None]
     return offset[:, None] + steps
 
 
@@ -39,9 +49,15 @@ class SinusoidalPositionEmbedding(nn.Module):
             raise ValueError(f"model_dim must be even and >= 2; got {model_dim}")
         self.model_dim, self.base = model_dim, base
 
-    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
-        """x ``(B, T, d)``, offset an int or ``(B,)`` int64 -> ``x + pe`` ``(B, T, d)``."""
-        positions = _positions(x, offset).to(torch.float64)
+    def forward(
+        self,
+        x: torch.Tensor,
+        offset: int | torch.Tensor = 0,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x ``(B, T, d)``, offset an int or ``(B,)`` int64, segment_ids ``(B, T)`` or None ->
+        ``x + pe`` ``(B, T, d)``."""
+        positions = _positions(x, offset, segment_ids).to(torch.float64)
         exponents = torch.arange(0, self.model_dim, 2, device=x.device, dtype=torch.float64)
         angles = positions[..., None] * self.base ** (-exponents / self.model_dim)
         pe = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
@@ -61,9 +77,15 @@ class LearnedPositionEmbedding(nn.Module):
         self.table = nn.Embedding(max_positions, model_dim)
         nn.init.normal_(self.table.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
-        """x ``(B, T, d)``, offset an int or ``(B,)`` int64 -> ``x + pe`` ``(B, T, d)``."""
-        positions = _positions(x, offset)
+    def forward(
+        self,
+        x: torch.Tensor,
+        offset: int | torch.Tensor = 0,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x ``(B, T, d)``, offset an int or ``(B,)`` int64, segment_ids ``(B, T)`` or None ->
+        ``x + pe`` ``(B, T, d)``."""
+        positions = _positions(x, offset, segment_ids)
         if positions.numel() and int(positions.max()) >= self.table.num_embeddings:
             raise ValueError(
                 f"positions must be < max_positions = {self.table.num_embeddings}; "

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selrope.ops.segments import check_segment_ids
 from selrope.rotary.apply import apply_rotary
 
 
@@ -78,9 +79,9 @@ def angle_dtype(q: torch.Tensor) -> torch.dtype:
 class RotaryEmbedding(nn.Module):
     """Base of RoPE, CARoPE and SelectiveRoPE: subclasses only implement ``angles``.
 
-    ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)`` checks the inputs, makes the
-    angles with autocast disabled (angles are float32/float64 whatever the autocast dtype), and
-    rotates q and k with the same angles through ``apply_rotary``.
+    ``forward(q, k, x, state=None, segment_ids=None) -> (q_rot, k_rot, new_state)`` checks the
+    inputs, makes the angles with autocast disabled (angles are float32/float64 whatever the
+    autocast dtype), and rotates q and k with the same angles through ``apply_rotary``.
     """
 
     num_heads: int | None = None
@@ -88,13 +89,23 @@ class RotaryEmbedding(nn.Module):
     model_dim: int | None = None
     interleaved: bool = False
 
-    def angles(self, x: torch.Tensor, state: Any, dtype: torch.dtype) -> tuple[torch.Tensor, Any]:
+    def angles(
+        self,
+        x: torch.Tensor,
+        state: Any,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
         """Angles for the tokens of x, continuing from ``state``.
 
         Args:
             x: ``(B, T, d)`` the layer's normalised input.
             state: the state returned by the previous call, or None to start a sequence.
             dtype: float32 or float64, the dtype of the angles.
+            segment_ids: ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``),
+                or None. Angles restart at every document start after the first; the first
+                document continues from ``state``; the new state is the one after the row's last
+                token.
 
         Returns:
             ``(theta, new_state)`` with theta ``(B or 1, T, H or 1, D/2)`` in ``dtype``.
@@ -102,7 +113,12 @@ class RotaryEmbedding(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, state: Any = None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        x: torch.Tensor,
+        state: Any = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Rotate q and k by this embedding's angles.
 
@@ -111,13 +127,17 @@ class RotaryEmbedding(nn.Module):
             x: ``(B, T, d)`` the layer's normalised input (what input-dependent angles read).
             state: None to start a sequence, or the state this module returned for the previous
                 tokens of the same sequences.
+            segment_ids: ``(B, T)`` integer ids of packed documents, or None: every document
+                after the first of a row gets the angles it would get alone (see ``angles``).
 
         Returns:
             ``(q_rot, k_rot, new_state)``: q_rot, k_rot ``(B, T, H, D)`` in q's dtype.
         """
         check_qkx(q, k, x, self.num_heads, self.head_dim, self.model_dim)
+        if segment_ids is not None:
+            check_segment_ids(segment_ids, q.shape[0], q.shape[1])
         with torch.autocast(device_type=q.device.type, enabled=False):
-            theta, new_state = self.angles(x, state, angle_dtype(q))
+            theta, new_state = self.angles(x, state, angle_dtype(q), segment_ids)
         return (
             apply_rotary(q, theta, self.interleaved),
             apply_rotary(k, theta, self.interleaved),

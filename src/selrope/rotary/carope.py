@@ -86,12 +86,17 @@ class CARoPE(RotaryEmbedding):
         return torch.exp(log_f[..., None] * pair_index)
 
     def angles(
-        self, x: torch.Tensor, state: CARoPEState | None, dtype: torch.dtype
+        self,
+        x: torch.Tensor,
+        state: CARoPEState | None,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, CARoPEState]:
         initial_phase = None
         if state is not None:
             shape = (x.shape[0], self.num_heads, self.head_dim // 2)
             check_state_tensor("state.phase", getattr(state, "phase", None), shape, torch.float64)
             initial_phase = state.phase
-        theta, phase = cumulative_angles(self.angle_increments(x, dtype), None, initial_phase)
+        increments = self.angle_increments(x, dtype)
+        theta, phase = cumulative_angles(increments, None, initial_phase, segment_ids)
         return theta, CARoPEState(phase)

@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from selrope.ops.segments import document_index, positions_in_segment
+
 TWO_PI = 2.0 * math.pi
 
 
@@ -42,16 +44,21 @@ def cumulative_angles(
     increments: torch.Tensor,
     frequencies: torch.Tensor | None = None,
     initial_phase: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inclusive prefix sum over time of angle increments, continuing from a carried phase.
 
     ``phase_t = initial_phase + sum_{s <= t} increments_s`` (float64), then
-    ``theta_t = frequencies * phase_t`` via ``wrap_angles``.
+    ``theta_t = frequencies * phase_t`` via ``wrap_angles``. With packed documents the sum
+    restarts at every document start after the first: ``phase_t = sum_{start <= s <= t}``, and
+    only the first document adds ``initial_phase``.
 
     Args:
         increments: ``(B, T, H, R)`` float32 or float64 per-token angle increments, T >= 1.
         frequencies: ``(R,)`` per-pair frequencies applied after the sum, or None for 1.
         initial_phase: ``(B, H, R)`` float64 raw phase carried from the previous chunk; None = 0.
+        segment_ids: ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``), or
+            None (one document per row).
 
     Returns:
         ``(theta, final_phase)``: theta ``(B, T, H, R)`` in increments' dtype (float32 reduced mod
@@ -59,6 +66,24 @@ def cumulative_angles(
         last token, to pass as ``initial_phase`` of the next chunk.
     """
     phase = torch.cumsum(increments.to(torch.float64), dim=1)
+    if segment_ids is not None:
+        phase = _restart_at_documents(phase, increments, segment_ids)
     if initial_phase is not None:
-        phase = phase + initial_phase.unsqueeze(1)
+        if segment_ids is not None:
+            in_first = (document_index(segment_ids) == 0)[:, :, None, None]
+            initial_phase = torch.where(in_first, initial_phase.unsqueeze(1), 0.0)
+        else:
+            initial_phase = initial_phase.unsqueeze(1)
+        phase = phase + initial_phase
     return wrap_angles(phase, frequencies, increments.dtype), phase[:, -1]
+
+
+def _restart_at_documents(
+    phase: torch.Tensor, increments: torch.Tensor, segment_ids: torch.Tensor
+) -> torch.Tensor:
+    """Subtract from the running sum ``phase`` ``(B, T, H, R)`` (float64) what it held before each
+    token's document started, so that every document sums from its own start."""
+    steps = torch.arange(phase.shape[1], device=phase.device)
+    start = (steps - positions_in_segment(segment_ids))[:, :, None, None].expand_as(phase)
+    before = phase - increments.to(torch.float64)  # exclusive sum: the phase before token t
+    return phase - before.gather(1, start)

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from selrope.ops.segments import positions_in_segment
 from selrope.rotary.base import RotaryEmbedding, check_qkx, check_state_tensor
 from selrope.rotary.config import RoPEConfig
 from selrope.rotary.cumulative import wrap_angles
@@ -19,9 +20,15 @@ class NoPE(nn.Module):
     """No position encoding: ``forward(q, k, x, state=None) -> (q, k, None)``."""
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, state: None = None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        x: torch.Tensor,
+        state: None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """Returns q and k unchanged (after the same shape checks as the other embeddings)."""
+        """Returns q and k unchanged (after the same shape checks as the other embeddings);
+        ``segment_ids`` (packed documents) changes nothing without positions."""
         check_qkx(q, k, x)
         if state is not None:
             raise ValueError(f"state must be None for NoPE; got {type(state).__name__}")
@@ -69,17 +76,26 @@ class RoPE(RotaryEmbedding):
         self.frequencies = Frequencies(frequencies)
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, state: RoPEState | None = None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        x: torch.Tensor,
+        state: RoPEState | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, RoPEState]:
         """Rotate q and k (``(B, T, H, D)``) as ``RotaryEmbedding.forward`` does, then multiply
         both by YaRN's attention factor when it is not 1."""
-        q_rot, k_rot, new_state = super().forward(q, k, x, state)
+        q_rot, k_rot, new_state = super().forward(q, k, x, state, segment_ids)
         if self.attention_factor == 1.0:
             return q_rot, k_rot, new_state
         return q_rot * self.attention_factor, k_rot * self.attention_factor, new_state
 
     def angles(
-        self, x: torch.Tensor, state: RoPEState | None, dtype: torch.dtype
+        self,
+        x: torch.Tensor,
+        state: RoPEState | None,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RoPEState]:
         B, T = x.shape[:2]
         if state is None:
@@ -87,7 +103,10 @@ class RoPE(RotaryEmbedding):
         else:
             check_state_tensor("state.offset", getattr(state, "offset", None), (B,), torch.int64)
             offset = state.offset
-        positions = offset[:, None] + torch.arange(T, device=x.device)  # (B, T) int64, exact
+        if segment_ids is None:
+            positions = offset[:, None] + torch.arange(T, device=x.device)  # (B, T) int64, exact
+        else:  # positions restart at every document start after the first
+            positions = positions_in_segment(segment_ids, offset)
         phase = positions.to(torch.float64)[:, :, None, None]  # (B, T, 1, 1)
         theta = wrap_angles(phase, self.frequencies(), dtype)
-        return theta, RoPEState(offset + T)
+        return theta, RoPEState(positions[:, -1] + 1)

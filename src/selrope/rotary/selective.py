@@ -150,7 +150,11 @@ class SelectiveRoPE(RotaryEmbedding):
         return 1 if self.conv is None else self.config.conv_size - 1
 
     def angle_increments(
-        self, x: torch.Tensor, conv_cache: torch.Tensor | None, dtype: torch.dtype
+        self,
+        x: torch.Tensor,
+        conv_cache: torch.Tensor | None,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Steps 1-5: per-token increments before the cumulative sum.
 
@@ -158,6 +162,8 @@ class SelectiveRoPE(RotaryEmbedding):
             x: ``(B, T, d)``.
             conv_cache: ``(B, H*R, W-1)`` raw projections before x, or None (sequence start).
             dtype: float32 or float64, the dtype of the computation.
+            segment_ids: ``(B, T)`` integer ids of packed documents, or None: the conv (or the
+                skip-conv difference) reads zeros before every document start after the first.
 
         Returns:
             ``(increments (B, T, H, R), new_conv_cache (B, H*R, W-1))``, both in ``dtype``.
@@ -175,9 +181,11 @@ class SelectiveRoPE(RotaryEmbedding):
 
         if self.conv is None:
             difference = p.new_tensor([-1.0, 1.0]).expand(p.shape[-1], 2)
-            increments, new_cache = causal_depthwise_conv(p, difference, conv_cache)
+            increments, new_cache = causal_depthwise_conv(
+                p, difference, conv_cache, segment_ids=segment_ids
+            )
         else:
-            increments, new_cache = self.conv(p, conv_cache)
+            increments, new_cache = self.conv(p, conv_cache, segment_ids)
         increments = increments.unflatten(-1, (H, -1))
 
         if self.log_bias is not None:
@@ -187,7 +195,11 @@ class SelectiveRoPE(RotaryEmbedding):
         return increments, new_cache
 
     def angles(
-        self, x: torch.Tensor, state: SelectiveRoPEState | None, dtype: torch.dtype
+        self,
+        x: torch.Tensor,
+        state: SelectiveRoPEState | None,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, SelectiveRoPEState]:
         phase = conv_cache = None
         if state is not None:
@@ -204,6 +216,6 @@ class SelectiveRoPE(RotaryEmbedding):
                 (B, self.num_heads * pairs, self.conv_cache_width),
             )
             phase, conv_cache = state.phase, state.conv_cache
-        increments, new_cache = self.angle_increments(x, conv_cache, dtype)
-        theta, new_phase = cumulative_angles(increments, self.frequencies(), phase)
+        increments, new_cache = self.angle_increments(x, conv_cache, dtype, segment_ids)
+        theta, new_phase = cumulative_angles(increments, self.frequencies(), phase, segment_ids)
         return theta, SelectiveRoPEState(new_phase, new_cache)
