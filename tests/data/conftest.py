@@ -50,3 +50,12 @@ def many_documents(tmp_path: Path) -> Path:
     for i in range(20):
         (root / f"doc{i:02d}.txt").write_text(f"document {i}: " + "lorem ipsum " * (i + 1))
     return root
+
+
+@pytest.fixture
+def expected_texts() -> dict[str, str]:
+    """Document name -> text for the ``folder`` and ``jsonl`` fixtures together."""
+    texts = dict(FOLDER_TEXTS)
+    lines = (1, 3, 4)  # line 2 of the JSONL file is blank
+    texts.update({f"articles.jsonl:{n}": text for n, text in zip(lines, JSONL_TEXTS, strict=True)})
+    return texts
