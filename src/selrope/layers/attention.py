@@ -56,10 +56,14 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cache: AttentionCache | None = None,
         rotary_input: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, AttentionCache]:
         """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
 
-        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x).
+        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
+        ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``):
+        attention stays within each document and rotary angles restart. The cache keeps every
+        token's key and value (cached tokens count as the first document of the next call).
         """
         B, T, _ = x.shape
         shape = (B, T, self.num_heads, self.head_dim)
@@ -71,7 +75,8 @@ class Attention(nn.Module):
             k,
             x if rotary_input is None else rotary_input,
             None if cache is None else cache.rotary_state,
+            segment_ids,
         )
         past_k, past_v = (None, None) if cache is None else (cache.keys, cache.values)
-        o, keys, values = attention_with_cache(q, k, v, past_k, past_v)
+        o, keys, values = attention_with_cache(q, k, v, past_k, past_v, segment_ids=segment_ids)
         return self.o_proj(o.reshape(B, T, -1)), AttentionCache(keys, values, rotary_state)

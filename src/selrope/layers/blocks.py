@@ -64,12 +64,16 @@ class ConvolvedProjection(nn.Module):
         self.silu_without_conv = silu_without_conv
 
     def forward(
-        self, x: torch.Tensor, cache: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cache: torch.Tensor | None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x ``(B, T, d)`` -> ``(y (B, T, out_dim), conv cache (B, out_dim, W-1) or None)``."""
+        """x ``(B, T, d)`` -> ``(y (B, T, out_dim), conv cache (B, out_dim, W-1) or None)``;
+        ``segment_ids`` ``(B, T)`` (packed documents) keep the conv within each document."""
         y = self.proj(x)
         if self.conv is not None:
-            return self.conv(y, cache)
+            return self.conv(y, cache, segment_ids)
         return (F.silu(y) if self.silu_without_conv else y), None
 
 
@@ -133,19 +137,25 @@ class RotatedQKV(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, past: RecurrentCache, rotary_input: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        past: RecurrentCache,
+        rotary_input: torch.Tensor | None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentCache]:
         """x ``(B, T, d)`` -> rotated q, k ``(B, T, H, K)``, v ``(B, T, H, V)`` and the new cache
-        without its recurrent state (``state=None``; the layer fills it in)."""
+        without its recurrent state (``state=None``; the layer fills it in). ``segment_ids``
+        ``(B, T)`` (packed documents) restart the convs and the rotary angles per document."""
         B, T, _ = x.shape
         H, K, V = self.shapes
-        q, conv_q = self.q_proj(x, past.conv_q)
-        k, conv_k = self.k_proj(x, past.conv_k)
-        v, conv_v = self.v_proj(x, past.conv_v)
+        q, conv_q = self.q_proj(x, past.conv_q, segment_ids)
+        k, conv_k = self.k_proj(x, past.conv_k, segment_ids)
+        v, conv_v = self.v_proj(x, past.conv_v, segment_ids)
         q, k, rotary_state = self.rotary(
             q.view(B, T, H, K),
             k.view(B, T, H, K),
             x if rotary_input is None else rotary_input,
             past.rotary_state,
+            segment_ids,
         )
         return q, k, v.view(B, T, H, V), RecurrentCache(None, conv_q, conv_k, conv_v, rotary_state)

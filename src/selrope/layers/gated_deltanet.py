@@ -88,14 +88,17 @@ class GatedDeltaNet(nn.Module):
         x: torch.Tensor,
         cache: RecurrentCache | None = None,
         rotary_input: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RecurrentCache]:
         """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
 
-        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x).
+        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
+        ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``) make
+        every document after the first of a row start afresh (convs, rotary, state).
         """
         B, T, _ = x.shape
         past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
-        q, k, v, new_cache = self.qkv(x, past, rotary_input)
+        q, k, v, new_cache = self.qkv(x, past, rotary_input, segment_ids)
         q = F.normalize(q, dim=-1, eps=1e-6)
         k = F.normalize(k, dim=-1, eps=1e-6)
         beta = torch.sigmoid(self.beta_proj(x))
@@ -115,10 +118,18 @@ class GatedDeltaNet(nn.Module):
                 initial_state=past.state,
                 output_final_state=True,
                 chunk_size=self.chunk_size,
+                segment_ids=segment_ids,
             )
         else:
             o, state = recurrent_gated_delta_rule(
-                q, k, v, g, beta, initial_state=past.state, output_final_state=True
+                q,
+                k,
+                v,
+                g,
+                beta,
+                initial_state=past.state,
+                output_final_state=True,
+                segment_ids=segment_ids,
             )
         y = self.output(o, x)
         return y, new_cache._replace(state=state)

@@ -107,14 +107,17 @@ class GatedLinearAttention(nn.Module):
         x: torch.Tensor,
         cache: RecurrentCache | None = None,
         rotary_input: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RecurrentCache]:
         """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
 
-        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x).
+        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
+        ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``) make
+        every document after the first of a row start afresh (convs, rotary, state).
         """
         B, T, _ = x.shape
         past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
-        q, k, v, new_cache = self.qkv(x, past, rotary_input)
+        q, k, v, new_cache = self.qkv(x, past, rotary_input, segment_ids)
         g = self.log_decay(x)  # float32 or better, also under bf16 autocast
         if T == 1 and past.state is not None:
             o, state = gla_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], past.state)
@@ -128,8 +131,17 @@ class GatedLinearAttention(nn.Module):
                 initial_state=past.state,
                 output_final_state=True,
                 chunk_size=self.chunk_size,
+                segment_ids=segment_ids,
             )
         else:
-            o, state = recurrent_gla(q, k, v, g, initial_state=past.state, output_final_state=True)
+            o, state = recurrent_gla(
+                q,
+                k,
+                v,
+                g,
+                initial_state=past.state,
+                output_final_state=True,
+                segment_ids=segment_ids,
+            )
         y = self.output(o, x)
         return y, new_cache._replace(state=state)

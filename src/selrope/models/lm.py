@@ -17,9 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from selrope.layers import Attention, GatedDeltaNet, GatedLinearAttention, RMSNorm, SwiGLU
+from selrope.ops import check_segment_ids, positions_in_segment, segment_ids_from_cu_seqlens
+from selrope.rotary import LearnedPositionEmbedding, SinusoidalPositionEmbedding
 
 MIXERS = ("attention", "gla", "gdn")
 ROTARY_SOURCES = ("layer", "embedding")
+ABSOLUTE_POSITIONS = ("none", "sinusoidal", "learned")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -38,6 +41,9 @@ class LMConfig:
         rotary: rotary embedding config for ``selrope.rotary.build_rotary`` (same in every layer).
         rotary_source: what the rotary embedding reads: "layer" (each mixer's normalised input)
             or "embedding" (the token embeddings, shared by all layers; CARoPE's literal reading).
+        absolute_position: "none", "sinusoidal" or "learned": an absolute position embedding
+            added to the token embeddings (a baseline; independent of ``rotary``).
+        max_positions: size of the learned position table; later positions raise ValueError.
         mlp_ratio: SwiGLU inner width = round(mlp_ratio * d_model); 0 means no MLP sublayer.
         norm_eps: RMSNorm epsilon.
         tie_embeddings: share the embedding and LM-head matrices.
@@ -59,6 +65,8 @@ class LMConfig:
     mixer: str | list[str] = "gla"
     rotary: dict[str, Any] = field(default_factory=lambda: {"type": "nope"})
     rotary_source: str = "layer"
+    absolute_position: str = "none"
+    max_positions: int = 4096
     mlp_ratio: float = 4.0
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
@@ -84,7 +92,7 @@ class LMConfig:
         )
         if isinstance(self.mixer, tuple):
             self.mixer = list(self.mixer)
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads"):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -103,6 +111,11 @@ class LMConfig:
         if self.rotary_source not in ROTARY_SOURCES:
             raise ValueError(
                 f"rotary_source must be one of {ROTARY_SOURCES}; got {self.rotary_source!r}"
+            )
+        if self.absolute_position not in ABSOLUTE_POSITIONS:
+            raise ValueError(
+                f"absolute_position must be one of {ABSOLUTE_POSITIONS}; "
+                f"got {self.absolute_position!r}"
             )
         if self.mlp_ratio < 0:
             raise ValueError(f"mlp_ratio must be >= 0; got {self.mlp_ratio}")
@@ -165,10 +178,15 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config.d_model, hidden) if hidden else None
 
     def forward(
-        self, h: torch.Tensor, cache: Any = None, rotary_input: torch.Tensor | None = None
+        self,
+        h: torch.Tensor,
+        cache: Any = None,
+        rotary_input: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
-        """h ``(B, T, d)`` -> ``(h (B, T, d), the mixer's new cache)``."""
-        mixed, cache = self.mixer(self.mixer_norm(h), cache, rotary_input)
+        """h ``(B, T, d)`` -> ``(h (B, T, d), the mixer's new cache)``; ``segment_ids``
+        ``(B, T)`` or None are the packed documents, passed to the mixer."""
+        mixed, cache = self.mixer(self.mixer_norm(h), cache, rotary_input, segment_ids)
         h = h + mixed
         if self.mlp is not None:
             h = h + self.mlp(self.mlp_norm(h))
@@ -176,9 +194,24 @@ class Block(nn.Module):
 
 
 class ModelCache(NamedTuple):
-    """Decoding state of a :class:`LanguageModel`: one cache per layer, in layer order."""
+    """Decoding state of a :class:`LanguageModel`.
+
+    layers: one cache per layer, in layer order.
+    position: ``(B,)`` int64, the position (within its document) of each row's next token; the
+        offset of the absolute position embedding. None is read as 0.
+    """
 
     layers: tuple[Any, ...]
+    position: torch.Tensor | None = None
+
+
+def build_position_embedding(config: LMConfig) -> nn.Module | None:
+    """The absolute position embedding ``config.absolute_position`` names, or None."""
+    if config.absolute_position == "sinusoidal":
+        return SinusoidalPositionEmbedding(config.d_model)
+    if config.absolute_position == "learned":
+        return LearnedPositionEmbedding(config.max_positions, config.d_model)
+    return None
 
 
 class LanguageModel(nn.Module):
@@ -188,6 +221,7 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.position_embedding = build_position_embedding(config)
         self.blocks = nn.ModuleList(Block(m, config) for m in config.layer_mixers())
         self.final_norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -207,14 +241,29 @@ class LanguageModel(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(
-        self, input_ids: torch.Tensor, cache: ModelCache | None = None, use_cache: bool = False
+        self,
+        input_ids: torch.Tensor,
+        cache: ModelCache | None = None,
+        use_cache: bool = False,
+        cu_seqlens: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ModelCache]:
         """Logits for every position.
+
+        Packed documents (``cu_seqlens`` or ``segment_ids``) are each processed exactly as if
+        alone: attention stays within a document; GLA / Gated DeltaNet states, short convs,
+        rotary and absolute positions restart at every document start. The first document of
+        each row continues from ``cache`` (if given); the returned cache continues the row's
+        last document, except attention's KV cache, which keeps every token of the row.
 
         Args:
             input_ids: ``(B, T)`` token ids.
             cache: the state returned by an earlier call; continues that sequence.
             use_cache: return the new cache as well (implied when ``cache`` is given).
+            cu_seqlens: ``(N + 1,)`` integer document boundaries ``[0, ..., T]`` of a single
+                packed row (B = 1; the flash-attn varlen convention), or None.
+            segment_ids: ``(B, T)`` integer document ids (a new document starts where the id
+                changes), or None. Not together with ``cu_seqlens``.
 
         Returns:
             logits ``(B, T, vocab_size)``, or ``(logits, new cache)`` when caching.
@@ -224,17 +273,40 @@ class LanguageModel(nn.Module):
                 f"input_ids must be an integer tensor of shape (B, T); "
                 f"got {tuple(input_ids.shape)} {input_ids.dtype}"
             )
+        segment_ids = self._segment_ids(input_ids, cu_seqlens, segment_ids)
         h = self.embedding(input_ids)
         rotary_input = h if self.config.rotary_source == "embedding" else None
+        offset = cache.position if cache is not None and cache.position is not None else 0
+        if self.position_embedding is not None:
+            h = self.position_embedding(h, offset, segment_ids)
         past = cache.layers if cache is not None else (None,) * len(self.blocks)
         new_caches = []
         for block, layer_cache in zip(self.blocks, past, strict=True):
-            h, layer_cache = block(h, layer_cache, rotary_input)
+            h, layer_cache = block(h, layer_cache, rotary_input, segment_ids)
             new_caches.append(layer_cache)
         logits = self.lm_head(self.final_norm(h))
         if cache is None and not use_cache:
             return logits
-        return logits, ModelCache(tuple(new_caches))
+        return logits, ModelCache(tuple(new_caches), _next_position(input_ids, offset, segment_ids))
+
+    @staticmethod
+    def _segment_ids(
+        input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None, segment_ids: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The checked ``(B, T)`` segment ids from either argument (or None)."""
+        B, T = input_ids.shape
+        if cu_seqlens is not None:
+            if segment_ids is not None:
+                raise ValueError("cu_seqlens and segment_ids describe the same thing; give one")
+            if B != 1:
+                raise ValueError(
+                    f"cu_seqlens describes a single packed row; got input_ids of shape {(B, T)} "
+                    f"(use segment_ids for B > 1)"
+                )
+            return segment_ids_from_cu_seqlens(cu_seqlens.to(input_ids.device), T)
+        if segment_ids is not None:
+            check_segment_ids(segment_ids, B, T)
+        return segment_ids
 
     @torch.no_grad()
     def generate(
@@ -304,6 +376,17 @@ class LanguageModel(nn.Module):
         model = cls(config)
         load_model(model, str(directory / WEIGHTS_FILE), device=str(map_location))
         return model.to(map_location)
+
+
+def _next_position(
+    input_ids: torch.Tensor, offset: int | torch.Tensor, segment_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """``(B,)`` int64 position (within its document) of the token after ``input_ids``."""
+    B, T = input_ids.shape
+    offset = torch.as_tensor(offset, dtype=torch.int64, device=input_ids.device).expand(B)
+    if segment_ids is None:
+        return offset + T
+    return positions_in_segment(segment_ids, offset)[:, -1] + 1
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
