@@ -198,7 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in commands:
         print(__doc__)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    commands[argv[0]](argv[1:])
+    try:
+        commands[argv[0]](argv[1:])
+    except (ValueError, FileNotFoundError) as error:
+        # The library's checks name the argument and what was expected: a user error, one line.
+        print(f"selrope: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def command_demo(argv: list[str]) -> None:
