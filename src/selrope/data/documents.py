@@ -65,7 +65,9 @@ def is_skipped_name(name: str) -> bool:
     return name.upper().startswith(SKIPPED_PREFIXES)
 
 
-def folder_files(root: Path, suffix: str = "", excluded_dirs: frozenset[str] = frozenset()):
+def folder_files(
+    root: Path, suffix: str = "", excluded_dirs: frozenset[str] = frozenset()
+) -> list[str]:
     """Files under ``root``, recursively, sorted by relative path; hidden files and folders and
     folders named in ``excluded_dirs`` are left out. Returns relative POSIX paths."""
     found = []
@@ -128,8 +130,8 @@ def read_inputs(inputs: list[str | Path]) -> Corpus:
 
     A text file is one document named by its file name; a ``.jsonl`` file gives one document per
     line (``file.jsonl:LINE``, from the ``text`` field); a folder gives one document per file
-    (recursive, sorted, named by the path relative to the folder), leaving out hidden files and
-    licence/readme files (recorded in ``Corpus.skipped``).
+    (recursive, sorted, named by the path relative to the folder; a ``.jsonl`` file in it is read
+    as JSONL), leaving out hidden files and licence/readme files (recorded in ``Corpus.skipped``).
 
     Raises:
         ValueError: naming ``--input`` when a path does not exist or a JSONL line is bad.
