@@ -25,6 +25,7 @@ from selrope.rotary import (
     SELECTIVE_STATE_TRACKING_RECIPE,
 )
 from selrope.tasks import build_task
+from selrope.tasks.base import as_batch_source
 from selrope.training import TrainConfig, is_main_process, run_parallel, train
 
 ROTARY_NAMES = ("nope", "rope", "carope", "selective", "sinusoidal", "learned")
@@ -170,7 +171,9 @@ def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
         "mixer": spec.mixer if isinstance(spec.mixer, str) else "+".join(spec.mixer),
         "rotary": spec.rotary,
         "seed": spec.seed,
-        "train_len": data.params.get(TRAIN_LENGTH_PARAM.get(spec.task, ""), data.train[0].shape[1]),
+        "train_len": data.params.get(
+            TRAIN_LENGTH_PARAM.get(spec.task, ""), as_batch_source(data.train).seq_len
+        ),
         "steps": final["step"],
         "elapsed_s": round(final["elapsed_s"], 2),
         "run_dir": str(out_dir),

@@ -380,7 +380,8 @@ def _train(
             bar.set_postfix(postfix)
             if show:
                 summary = "  ".join(
-                    f"{n}: loss {r['loss']:.4f} seq acc {r['sequence_accuracy']:.3f}"
+                    f"{n}: loss {r['loss']:.4f} (ppl {r['perplexity']:.2f}), "
+                    f"sequence accuracy {r['sequence_accuracy']:.3f}"
                     for n, r in last_eval.items()
                 )
                 bar.write(f"step {step}: by test length  {summary}")
