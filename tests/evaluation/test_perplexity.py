@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from selrope.evaluation import evaluate_length, evaluate_lengths, scored_target_count
+from selrope.models import LanguageModel, LMConfig
 
 V = 11
 
@@ -114,3 +116,24 @@ def test_bad_arguments(kwargs, message, make_split, stand_in_model):
     split = make_split([10, 10], V)
     with pytest.raises(ValueError, match=message):
         evaluate_lengths(stand_in_model(V), split, **{"batch_size": 2, **kwargs})
+
+
+@pytest.mark.skipif(
+    "segment_ids" not in inspect.signature(LanguageModel.forward).parameters,
+    reason="LanguageModel.forward has no segment_ids yet",
+)
+@pytest.mark.parametrize(("mixer", "rotary"), [("attention", "rope"), ("gla", "selective")])
+def test_real_language_model_equals_the_hand_loop(mixer, rotary, make_split):
+    split = make_split([3, 10, 1, 20, 6, 2, 9], V, seed=3)
+    config = LMConfig(
+        vocab_size=V, d_model=16, n_layers=2, n_heads=2, mixer=mixer, rotary={"type": rotary}
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LanguageModel(config)
+    reference = copy.deepcopy(model).double()
+    results = evaluate_lengths(model, split, [5, 16], batch_size=2)
+    for length in (5, 16):
+        sums, counts = _hand_loop(reference, split, length, 48)
+        assert results[length]["nll"] == pytest.approx(sums.sum() / 48, rel=1e-5)
+        np.testing.assert_allclose(results[length]["loss_by_position"], sums / counts, rtol=1e-5)

@@ -38,7 +38,7 @@ class EvaluatedRun:
 def _rotary_label(rotary: dict[str, Any]) -> str:
     scaling = rotary.get("scaling")
     label = rotary.get("type", "?")
-    return f"{label}+{scaling['kind']}x{scaling['factor']:g}" if scaling else label
+    return f"{label} ({scaling['kind']} x{scaling['factor']:g})" if scaling else label
 
 
 def _mixer_label(mixer: str | list[str]) -> str:
@@ -105,26 +105,48 @@ def moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
     return np.arange(window - 1, len(values)), averages
 
 
+def _mark_training_lengths(axes: Any, runs: list[EvaluatedRun]) -> None:
+    """A grey dotted vertical line at each distinct known training length."""
+    by_length: dict[int, list[str]] = {}
+    for run in runs:
+        if run.train_length:
+            by_length.setdefault(run.train_length, []).append(run.name)
+    for length, names in sorted(by_length.items()):
+        who = "" if len(by_length) == 1 else f": {', '.join(names)}"
+        axes.axvline(length, color="0.4", linestyle=":", label=f"training length ({length}{who})")
+
+
 def plot_perplexity(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> None:
     """``ppl_vs_length.png``: perplexity against evaluation length, one line per model."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import (
+        FixedLocator,
+        LogLocator,
+        NullFormatter,
+        NullLocator,
+        ScalarFormatter,
+    )
 
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     axes = figure.add_subplot()
     for run in runs:
         lengths = sorted(run.results)
-        (line,) = axes.plot(
-            lengths, [run.results[n]["perplexity"] for n in lengths], marker="o", label=run.name
-        )
-        if run.train_length:
-            axes.axvline(run.train_length, color=line.get_color(), linestyle=":", linewidth=1)
+        perplexities = [run.results[n]["perplexity"] for n in lengths]
+        axes.plot(lengths, perplexities, marker="o", label=run.name)
+    _mark_training_lengths(axes, runs)
     axes.set_xscale("log", base=2)
+    axes.xaxis.set_major_locator(FixedLocator(sorted(meta["lengths"])))
+    axes.xaxis.set_minor_locator(NullLocator())
+    axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    axes.yaxis.set_major_formatter(ScalarFormatter())
+    axes.yaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("evaluation context length (tokens)")
     axes.set_ylabel("perplexity (exp of mean NLL in nats)")
     axes.set_title(
-        f"Perplexity vs context length ({meta['split']}, {meta['scored_tokens']:,} tokens each)"
-        + ("; dotted: training length" if any(run.train_length for run in runs) else "")
+        f"Perplexity vs context length\n({meta['split']} split, the same "
+        f"{meta['scored_tokens']:,} tokens at every length)"
     )
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
@@ -139,21 +161,15 @@ def plot_loss_by_position(path: Path, runs: list[EvaluatedRun]) -> None:
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     axes = figure.add_subplot()
     longest = max(max(run.results) for run in runs)
-    window = max(1, longest // 64)
+    window = max(1, longest // 16)
     for run in runs:
         result = run.results[max(run.results)]
         positions, averages = moving_average(np.asarray(result["loss_by_position"]), window)
-        (line,) = axes.plot(positions, averages, label=f"{run.name} (L = {result['length']})")
-        if run.train_length:
-            axes.axvline(
-                run.train_length,
-                color=line.get_color(),
-                linestyle=":",
-                label=f"{run.name} training length ({run.train_length})",
-            )
+        axes.plot(positions, averages, label=f"{run.name} (windows of {result['length']})")
+    _mark_training_lengths(axes, runs)
     axes.set_xlabel("position in the window (tokens)")
     axes.set_ylabel("loss (nats per token)")
-    axes.set_title(f"Loss vs position, moving average over {window} positions")
+    axes.set_title(f"Loss vs position (trailing moving average over {window} positions)")
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.savefig(path, dpi=120)
