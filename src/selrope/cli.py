@@ -160,16 +160,17 @@ def spec_from_options(options: dict[str, Any]) -> RunSpec:
     return spec
 
 
-def report(rows: list[dict[str, Any]], out_dir: str) -> None:
-    write_results(rows, out_dir)
-    print(format_table(rows))
+def report(rows: list[dict[str, Any]], out_dir: str, task: str) -> None:
+    metric = "perplexity" if task == "lm" else "accuracy"
+    write_results(rows, out_dir, metric)
+    print(format_table(rows, metric))
     print(f"results written to {out_dir}/results.json, results.md and *.png")
 
 
 def command_train(argv: list[str]) -> None:
     spec = spec_from_options(parse_options("train", argv))
     rows = run_grid([spec])
-    report(rows, spec.out_dir)
+    report(rows, spec.out_dir, spec.task)
 
 
 def command_compare(argv: list[str]) -> None:
@@ -182,7 +183,7 @@ def command_compare(argv: list[str]) -> None:
     specs = grid_specs(base, mixers, rotaries, seeds, base.out_dir)
     print(f"running {len(specs)} runs ({accuracy_metric(base.task)}) into {base.out_dir}")
     rows = run_grid(specs, workers)
-    report(rows, base.out_dir)
+    report(rows, base.out_dir, base.task)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -155,7 +155,7 @@ def write_results(
 ) -> list[Path]:
     """Write results.json, results.md and (with matplotlib) PNG plots into `out_dir`.
 
-    Plots, one pair per section: `accuracy_vs_length[_<section>].png` (mean over seeds, band
+    Plots, one pair per section: `<metric>_vs_length[_<section>].png` (mean over seeds, band
     from min to max) and `training_curves[_<section>].png` (training loss vs step of every run
     whose row has a "run_dir" with a metrics.jsonl).
 
@@ -227,9 +227,11 @@ def plot_results(
         train_lens = {row.get("train_len") for row in row_groups[section]}
         if len(train_lens) == 1 and None not in train_lens:
             ax.axvline(train_lens.pop(), color="gray", ls="--", lw=0.8, label="train length")
-        ax.set(xlabel="test length", ylabel=metric, title=title, ylim=(-0.02, 1.02))
+        ax.set(xlabel="test length (tokens)", ylabel=metric, title=title)
+        if metric.endswith("accuracy"):
+            ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize="small")
-        written.append(out_dir / f"accuracy_vs_length{suffix}.png")
+        written.append(out_dir / f"{metric}_vs_length{suffix}.png")
         fig.savefig(written[-1], dpi=120)
 
         curves = _training_curves(row_groups[section], variant_keys)
