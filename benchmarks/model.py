@@ -1,0 +1,149 @@
+"""Language-model training throughput (tokens/s) per mixer x position encoding, as ratios to RoPE.
+
+One training step = forward, loss, backward and AdamW update of a whole ``LanguageModel`` on
+packed rows (segment ids with a document boundary in every row, as ``--packing reset`` trains).
+Every variant of a mixer is timed in the same run, interleaved over the repeats so that a busy
+machine slows them alike; the ratio column divides by RoPE's tokens/s (same mixer).
+
+    python benchmarks/model.py [--device cuda] [--quick] [--json rows.json]
+
+Defaults: the LM study's CPU model (d 128, 4 layers, 4 heads, vocab 8,192, tied embeddings),
+B 16, T 256, float32 on CPU; on CUDA bf16 autocast and ``--d-model 1024 --n-layers 6``-sized
+settings are up to the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from selrope.models import LanguageModel, LMConfig, lm_loss
+from selrope.rotary import SELECTIVE_LM_RECIPE
+
+POSITIONS = {
+    "nope": ({"type": "nope"}, "none"),
+    "rope": ({"type": "rope", "base": 500000.0}, "none"),
+    "learned": ({"type": "nope"}, "learned"),
+    "carope": ({"type": "carope"}, "none"),
+    "selective": (dict(SELECTIVE_LM_RECIPE), "none"),
+}
+
+
+def make_step(mixer: str, position: str, args: argparse.Namespace, device: torch.device):
+    """A function running one training step of a fresh model on fixed random packed rows."""
+    rotary, absolute = POSITIONS[position]
+    torch.manual_seed(0)
+    config = LMConfig(
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        mixer=mixer,
+        rotary=rotary,
+        absolute_position=absolute,
+        tie_embeddings=True,
+    )
+    model = LanguageModel(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, args.vocab, (args.batch, args.seq_len + 1), device=device)
+    segment_ids = torch.zeros(args.batch, args.seq_len, dtype=torch.long, device=device)
+    segment_ids[:, args.seq_len // 3 :] = 1  # one document boundary per row
+    autocast = device.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(ids[:, :-1], segment_ids=segment_ids)
+        loss = lm_loss(logits, ids[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def timed(step, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    rows = []
+    for mixer in args.mixers:
+        steps = {position: make_step(mixer, position, args, device) for position in POSITIONS}
+        for step in steps.values():  # warm-up (allocator, denormals, autotuning)
+            step()
+            step()
+        seconds: dict[str, list[float]] = {position: [] for position in steps}
+        for _ in range(args.repeats):
+            for position, step in steps.items():
+                seconds[position].append(timed(step, device))
+        tokens = args.batch * args.seq_len
+        rope = tokens / statistics.median(seconds["rope"])
+        for position, times in seconds.items():
+            rate = tokens / statistics.median(times)
+            rows.append(
+                {
+                    "mixer": mixer,
+                    "position": position,
+                    "step_ms": round(1000 * statistics.median(times), 1),
+                    "tokens_per_s": round(rate),
+                    "vs_rope": round(rate / rope, 2),
+                }
+            )
+        print(f"  measured {mixer}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--mixers", type=lambda s: s.split(","), default=["attention", "gla", "gdn"]
+    )
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--n-layers", type=int, default=4)
+    parser.add_argument("--n-heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="tiny model, 2 repeats")
+    parser.add_argument("--json", help="write the rows to this path")
+    args = parser.parse_args()
+    if args.quick:
+        args.d_model, args.n_layers, args.vocab, args.batch, args.seq_len = 64, 2, 512, 4, 128
+        args.repeats = 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+    rows = run(args, device)
+    print(
+        f"\ndevice={device} threads={torch.get_num_threads()} d={args.d_model} "
+        f"layers={args.n_layers} heads={args.n_heads} vocab={args.vocab} B={args.batch} "
+        f"T={args.seq_len} {'bf16 autocast' if device.type == 'cuda' else 'float32'}, "
+        f"median of {args.repeats} training steps"
+    )
+    names = ["mixer", "position", "step ms", "tokens/s", "x RoPE"]
+    print("| " + " | ".join(names) + " |")
+    print("|" + "---|" * len(names))
+    for row in rows:
+        print("| " + " | ".join(str(value) for value in row.values()) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
