@@ -29,7 +29,7 @@ import yaml
 from selrope.experiments import ROTARY_NAMES, RunSpec, accuracy_metric, grid_specs, run_grid
 from selrope.models import LMConfig
 from selrope.tasks import TASKS, task_parameters
-from selrope.training import TrainConfig, format_table, write_results
+from selrope.training import TrainConfig, format_table, is_main_process, write_results
 
 MODEL_OPTIONS = [
     f.name for f in dataclasses.fields(LMConfig) if f.name not in ("vocab_size", "mixer", "rotary")
@@ -161,6 +161,8 @@ def spec_from_options(options: dict[str, Any]) -> RunSpec:
 
 
 def report(rows: list[dict[str, Any]], out_dir: str, task: str) -> None:
+    if not is_main_process():  # under torchrun every rank returns the rows; rank 0 reports
+        return
     metric = "perplexity" if task == "lm" else "accuracy"
     write_results(rows, out_dir, metric)
     print(format_table(rows, metric))
