@@ -10,154 +10,159 @@
     selrope data prepare --input PATH [PATH ...] | --default --tokenizer byte|bpe:VOCAB --out DIR
 
 Options come from the fields of ``LMConfig`` (model), ``TrainConfig`` (optimiser and loop) and
-the chosen task's parameters (``selrope.tasks.task_parameters``), written with dashes
-(``--d-model 64 --lr 3e-3 --train-len 64 --test-lens 64,256``). ``--config FILE`` reads the same
-keys (snake_case) from a YAML or JSON file; flags on the command line win.
+the chosen task's parameters (``selrope.options``), written with dashes (``--d-model 64
+--lr 3e-3 --train-len 64 --test-lens 64,256``); ``selrope train --task mqar --help`` lists them
+with types and defaults. ``--config FILE`` reads the same keys from a YAML or JSON file; flags
+on the command line win. A run folder must be empty unless ``--resume`` (continue its last
+checkpoint; settings other than steps, cadences, device and precision must match) or
+``--overwrite`` (remove only what selrope wrote there).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
-from selrope.experiments import ROTARY_NAMES, RunSpec, accuracy_metric, grid_specs, run_grid
-from selrope.models import LMConfig
-from selrope.tasks import TASKS, task_parameters
-from selrope.training import TrainConfig, format_table, is_main_process, write_results
+from selrope.experiments import (
+    ROTARY_NAMES,
+    RunSpec,
+    accuracy_metric,
+    check_grid,
+    grid_specs,
+    run_grid,
+)
+from selrope.options import Option, all_options, run_options
+from selrope.training import format_table, is_main_process, write_results
 
-MODEL_OPTIONS = [
-    f.name for f in dataclasses.fields(LMConfig) if f.name not in ("vocab_size", "mixer", "rotary")
-]
-TRAIN_OPTIONS = [
-    f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "out_dir")
-]
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix abbreviations, whose errors are one-line ValueErrors."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value: JSON if it parses ("3e-3", "[64, 256]", "null" for None, "true"),
-    a comma-separated list ("64,256" -> [64, 256]), else the string itself ("none" stays a
-    string: it is a valid choice of several options, e.g. ``--decay none``)."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
+def read_config_file(path: str) -> dict[str, Any]:
+    """The mapping of option names to values in a YAML/JSON file (keys with - or _)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    if "," in text:
-        return [parse_value(part) for part in text.split(",") if part.strip()]
-    return text
+        values = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"--config {path}: not valid YAML/JSON ({error.problem})") from None
+    except IsADirectoryError:
+        raise ValueError(f"--config {path}: is a folder, not a file") from None
+    if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+        raise ValueError(f"--config {path}: expected a mapping of option names to values")
+    return {key.replace("-", "_"): value for key, value in values.items()}
 
 
-def parse_list(text: str) -> list[Any]:
-    """ "a,b,c" -> ["a", "b", "c"] (numbers become numbers)."""
-    value = parse_value(text)
-    return value if isinstance(value, list) else [value]
-
-
-def add_options(parser: argparse.ArgumentParser, title: str, names: list[str]) -> None:
-    group = parser.add_argument_group(title)
-    for name in names:
-        group.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=parse_value,
+def build_parser(command: str, options: dict[str, Option]) -> argparse.ArgumentParser:
+    """The parser of ``selrope <command>``: every option as a string, parsed by its Option."""
+    parser = _Parser(prog=f"selrope {command}", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of the same keys")
+    titles = {
+        "run": "run",
+        "task": f"task {options['task'].default}",
+        "model": "model (LMConfig)",
+        "train": "training (TrainConfig)",
+    }
+    groups = {section: parser.add_argument_group(title) for section, title in titles.items()}
+    for option in options.values():
+        default = "none" if option.default is None else option.default
+        help_text = f"{option.meaning} [{option.describe()}; default {default}]"
+        extra = {"nargs": "?", "const": "true"} if option.hint is bool else {}
+        groups[option.section].add_argument(
+            option.flag,
+            dest=option.name,
             default=argparse.SUPPRESS,
-            metavar="VALUE",
+            metavar=option.name.upper(),
+            help=help_text.replace("%", "%%"),
+            **extra,
         )
-
-
-def base_parser(prog: str, grid: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog)
-    parser.add_argument("--config", type=Path, help="YAML/JSON file of the same keys")
-    parser.add_argument("--task", choices=sorted(TASKS), default=argparse.SUPPRESS)
-    parser.add_argument("--out", default=argparse.SUPPRESS, help="output directory")
-    parser.add_argument(
-        "--rotary-options",
-        dest="rotary_options",
-        type=json.loads,
-        default=argparse.SUPPRESS,
-        help='JSON overrides per rotary name, e.g. \'{"selective": {"use_bias": false}}\' '
-        "(train also accepts the inner dict alone)",
-    )
-    if grid:
-        parser.add_argument("--mixers", type=parse_list, default=argparse.SUPPRESS)
-        parser.add_argument("--rotaries", type=parse_list, default=argparse.SUPPRESS)
-        parser.add_argument("--seeds", type=parse_list, default=argparse.SUPPRESS)
-        parser.add_argument(
-            "--workers",
-            type=int,
-            default=argparse.SUPPRESS,
-            help="parallel processes (default: one per core)",
-        )
-    else:
-        parser.add_argument("--mixer", default=argparse.SUPPRESS)
-        parser.add_argument("--rotary", choices=ROTARY_NAMES, default=argparse.SUPPRESS)
-        parser.add_argument("--seed", type=int, default=argparse.SUPPRESS)
-        parser.add_argument("--resume", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
-def read_config_file(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    values = yaml.safe_load(path.read_text())
-    if not isinstance(values, dict):
-        raise SystemExit(f"--config {path}: expected a mapping of option names to values")
+def parse_options(command: str, argv: list[str]) -> dict[str, Any]:
+    """The options of ``argv`` and of its ``--config`` file, each parsed by its type (flags win).
+
+    Two passes: the first finds --task / --config, the second knows that task's options.
+
+    Raises:
+        ValueError: ``"--lr must be a finite float; got 'abc'"``, unknown options, bad files.
+    """
+    first = _Parser(add_help=False)
+    first.add_argument("--task")
+    first.add_argument("--config")
+    known, _ = first.parse_known_args(argv)
+    from_file = read_config_file(known.config) if known.config is not None else {}
+    task_option = run_options(command)[0]
+    if known.task is not None:
+        task = task_option.parse(known.task, "--task")
+    else:
+        task = task_option.parse(from_file.get("task", "state_tracking"), "task")
+    options = all_options(command, task)
+    options["task"] = dataclasses.replace(options["task"], default=task)
+    values = {"task": task}
+    for key, value in from_file.items():
+        if key not in options:
+            raise ValueError(f"--config {known.config}: unknown option {key!r} for task {task!r}")
+        values[key] = options[key].parse(value, f"--config {known.config}: {key}")
+    from_cli = vars(build_parser(command, options).parse_args(argv))
+    from_cli.pop("config", None)
+    for key, value in from_cli.items():
+        values[key] = options[key].parse(value, options[key].flag)
     return values
 
 
-def parse_options(command: str, argv: list[str]) -> dict[str, Any]:
-    """Two passes: the first finds --task / --config, the second knows that task's options."""
-    grid = command == "compare"
-    first, _ = base_parser(f"selrope {command}", grid).parse_known_args(argv)
-    from_file = read_config_file(first.config)
-    task = getattr(first, "task", from_file.get("task", "state_tracking"))
-    parser = base_parser(f"selrope {command}", grid)
-    add_options(parser, "model (LMConfig)", MODEL_OPTIONS)
-    add_options(parser, "training (TrainConfig)", TRAIN_OPTIONS)
-    add_options(parser, f"task {task}", list(task_parameters(task)))
-    from_cli = vars(parser.parse_args(argv))
-    from_cli.pop("config", None)
-    return {"task": task, **from_file, **from_cli}
-
-
 def spec_from_options(options: dict[str, Any]) -> RunSpec:
-    """Sort flat options into a RunSpec; unknown keys raise SystemExit naming them."""
+    """Sort parsed options (``parse_options``) into a RunSpec."""
     options = dict(options)
     task = options.pop("task")
-    task_keys = set(task_parameters(task))
+    sections = all_options("train", task) | all_options("compare", task)
     rotary = options.pop("rotary", "selective")
     rotary_options = options.pop("rotary_options", {})
     if rotary_options and not set(rotary_options) & set(ROTARY_NAMES):
         rotary_options = {rotary: rotary_options}  # train: the overrides of its one rotary
+    resume_or_start = options.pop("resume_or_start", False)
+    out = options.pop("out", "runs/train")
+    if not out.strip():
+        raise ValueError("--out must name a folder; got ''")
     spec = RunSpec(
         task=task,
         mixer=options.pop("mixer", "gla"),
         rotary=rotary,
-        seed=int(options.pop("seed", 0)),
+        seed=options.pop("seed", 0),
         rotary_options=rotary_options,
-        out_dir=str(options.pop("out", "runs/train")),
-        resume=bool(options.pop("resume", False)),
+        out_dir=out,
+        resume=options.pop("resume", False) or resume_or_start,
+        start_if_missing=resume_or_start,
+        overwrite=options.pop("overwrite", False),
     )
-    for key in ("mixers", "rotaries", "seeds", "workers"):
-        options.pop(key, None)
     for key, value in options.items():
-        if key in task_keys:
+        section = sections[key].section
+        if section == "task":
             spec.task_params[key] = value
-        elif key in MODEL_OPTIONS:
+        elif section == "model":
             spec.model[key] = value
-        elif key in TRAIN_OPTIONS:
+        elif section == "train":
             spec.train[key] = value
-        else:
-            raise SystemExit(f"unknown option {key!r} for task {task!r}")
     return spec
+
+
+def with_flag_names(error: ValueError, task: str) -> ValueError:
+    """A config's check ("lr must be ...") named by its flag ("--lr must be ...")."""
+    message = str(error)
+    first = message.split(" ", 1)[0]
+    if first in all_options("compare", task) | all_options("train", task):
+        message = "--" + first.replace("_", "-") + message[len(first) :]
+    return ValueError(message)
 
 
 def report(rows: list[dict[str, Any]], out_dir: str, task: str) -> None:
@@ -170,19 +175,29 @@ def report(rows: list[dict[str, Any]], out_dir: str, task: str) -> None:
 
 
 def command_train(argv: list[str]) -> None:
-    spec = spec_from_options(parse_options("train", argv))
-    rows = run_grid([spec])
+    options = parse_options("train", argv)
+    spec = spec_from_options(options)
+    try:
+        rows = run_grid([spec])
+    except ValueError as error:
+        raise with_flag_names(error, spec.task) from None
     report(rows, spec.out_dir, spec.task)
 
 
 def command_compare(argv: list[str]) -> None:
     options = parse_options("compare", argv)
-    mixers = options.get("mixers", ["gla"])
-    rotaries = options.get("rotaries", ["nope", "rope", "selective"])
-    seeds = [int(s) for s in options.get("seeds", [0])]
-    workers = options.get("workers")
+    mixers = options.pop("mixers", ["gla"])
+    rotaries = options.pop("rotaries", ["nope", "rope", "selective"])
+    seeds = options.pop("seeds", [0])
+    workers = options.pop("workers", None)
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be a positive integer or none; got {workers}")
     base = spec_from_options(options)
     specs = grid_specs(base, mixers, rotaries, seeds, base.out_dir)
+    try:
+        check_grid(base.out_dir, specs)  # every run checked before any starts
+    except ValueError as error:
+        raise with_flag_names(error, base.task) from None
     print(f"running {len(specs)} runs ({accuracy_metric(base.task)}) into {base.out_dir}")
     rows = run_grid(specs, workers)
     report(rows, base.out_dir, base.task)
@@ -212,11 +227,12 @@ def main(argv: list[str] | None = None) -> None:
 def command_demo(argv: list[str]) -> None:
     from selrope.demo import run_demo
 
-    parser = argparse.ArgumentParser(prog="selrope demo")
+    parser = _Parser(prog="selrope demo")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo's files")
     args = parser.parse_args(argv)
-    run_demo(args.out, args.workers)
+    run_demo(args.out, args.workers, args.overwrite)
 
 
 def command_eval(argv: list[str]) -> None:
@@ -228,7 +244,7 @@ def command_eval(argv: list[str]) -> None:
 def command_theory(argv: list[str]) -> None:
     from selrope.analysis.theory import theory_report
 
-    parser = argparse.ArgumentParser(prog="selrope theory")
+    parser = _Parser(prog="selrope theory")
     parser.add_argument("--seed", type=int, default=0)
     print(theory_report(parser.parse_args(argv).seed))
 

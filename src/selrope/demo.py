@@ -11,9 +11,10 @@ the same model and training settings; only the rotary embedding changes.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from selrope.experiments import RunSpec, grid_specs, run_grid
+from selrope.experiments import RunSpec, check_grid, grid_specs, run_grid
 from selrope.training import format_table, write_results
 
 DEMO_SEEDS = [0, 1]
@@ -42,9 +43,16 @@ DEMO_SPEC = RunSpec(
 )
 
 
-def run_demo(out_dir: str | Path, workers: int | None = None) -> list[dict]:
-    """Run the demo grid into ``out_dir``, write results.json/.md/.png, print the table."""
-    specs = grid_specs(DEMO_SPEC, ["gla"], DEMO_ROTARIES, DEMO_SEEDS, str(out_dir))
+def run_demo(
+    out_dir: str | Path, workers: int | None = None, overwrite: bool = False
+) -> list[dict]:
+    """Run the demo grid into ``out_dir``, write results.json/.md/.png, print the table.
+
+    ``overwrite``: replace the files of an earlier demo in ``out_dir`` (else it must be empty).
+    """
+    base = dataclasses.replace(DEMO_SPEC, overwrite=overwrite)
+    specs = grid_specs(base, ["gla"], DEMO_ROTARIES, DEMO_SEEDS, str(out_dir))
+    check_grid(str(out_dir), specs)
     print(f"selrope demo: parity (Z2), 1-layer GLA, {len(specs)} runs -> {out_dir}", flush=True)
     rows = run_grid(specs, workers)
     write_results(rows, out_dir)

@@ -23,10 +23,21 @@ from selrope.rotary import (
     SELECTIVE_COPYING_RECIPE,
     SELECTIVE_LM_RECIPE,
     SELECTIVE_STATE_TRACKING_RECIPE,
+    parse_rotary_config,
 )
-from selrope.tasks import build_task
+from selrope.tasks import build_task, task_parameters
 from selrope.tasks.base import as_batch_source
-from selrope.training import TrainConfig, is_main_process, run_parallel, train
+from selrope.training import TrainConfig, is_main_process, latest_checkpoint, run_parallel, train
+from selrope.training.checkpoint import STATE_FILE, atomic_write_text
+from selrope.training.config import RESUMABLE_FIELDS
+from selrope.training.loop import check_resumable
+from selrope.training.run_dir import (
+    CHECKPOINT_DIR,
+    check_out_dir,
+    is_empty,
+    remove_outputs,
+    selrope_outputs,
+)
 
 ROTARY_NAMES = ("nope", "rope", "carope", "selective", "sinusoidal", "learned")
 # Absolute position baselines: no rotation in the mixers, a position vector added to the token
@@ -110,7 +121,10 @@ class RunSpec:
         model: ``LMConfig`` fields (vocab_size, mixer and rotary come from the task and above).
         train: ``TrainConfig`` fields (seed and out_dir are set by the run).
         out_dir: the run's directory (metrics, checkpoints, final metrics, model).
-        resume: continue from the latest checkpoint in ``out_dir``.
+        resume: continue from the latest checkpoint in ``out_dir`` (see ``check_run``).
+        start_if_missing: with ``resume``, start a fresh run when there is no checkpoint.
+        overwrite: a fresh run into a folder that is not empty: remove what selrope wrote there
+            (``selrope.training.run_dir``), keep every other file.
     """
 
     task: str
@@ -123,10 +137,16 @@ class RunSpec:
     train: dict[str, Any] = field(default_factory=dict)
     out_dir: str = "runs/run"
     resume: bool = False
+    start_if_missing: bool = False
+    overwrite: bool = False
 
 
-def build_model(spec: RunSpec, vocab_size: int) -> LanguageModel:
-    """The spec's model, initialised from ``spec.seed`` without touching the global RNG."""
+# RunSpec fields that say where and how to start, not what is trained.
+_START_FIELDS = ("out_dir", "resume", "start_if_missing", "overwrite")
+
+
+def model_config(spec: RunSpec, vocab_size: int) -> LMConfig:
+    """The spec's ``LMConfig`` (validated, rotary config included) for a task of ``vocab_size``."""
     model_options = dict(spec.model)
     if spec.rotary in ABSOLUTE_POSITIONS:
         model_options["absolute_position"] = spec.rotary
@@ -136,9 +156,125 @@ def build_model(spec: RunSpec, vocab_size: int) -> LanguageModel:
         rotary=rotary_preset(spec.rotary, spec.task, spec.rotary_options),
         **model_options,
     )
+    parse_rotary_config(config.rotary)
+    return config
+
+
+def train_config(spec: RunSpec) -> TrainConfig:
+    """The spec's ``TrainConfig`` (validated, device present), with the run's seed and folder."""
+    config = TrainConfig.from_dict({**spec.train, "seed": spec.seed, "out_dir": spec.out_dir})
+    config.resolved_device()
+    return config
+
+
+def build_model(spec: RunSpec, vocab_size: int) -> LanguageModel:
+    """The spec's model, initialised from ``spec.seed`` without touching the global RNG."""
+    config = model_config(spec, vocab_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         return LanguageModel(config)
+
+
+def run_identity(spec: RunSpec) -> dict[str, Any]:
+    """What a run trains, with every default filled in: task and its parameters, mixer, rotary
+    config, seed, model options and the training options a resume may not change."""
+    model_defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(LMConfig)
+        if f.default is not dataclasses.MISSING and f.name not in ("mixer", "rotary")
+    }
+    train_options = {**TrainConfig().to_dict(), **spec.train}
+    identity = {
+        "task": spec.task,
+        "mixer": spec.mixer,
+        "rotary": spec.rotary,
+        "seed": spec.seed,
+        "rotary_config": rotary_preset(spec.rotary, spec.task, spec.rotary_options),
+        **{f"task.{k}": v for k, v in {**task_parameters(spec.task), **spec.task_params}.items()},
+        **{f"model.{k}": v for k, v in {**model_defaults, **spec.model}.items()},
+        **{
+            f"train.{k}": v
+            for k, v in train_options.items()
+            if k not in RESUMABLE_FIELDS and k != "seed"
+        },
+    }
+    return json.loads(json.dumps(identity, default=str))  # tuples as lists, like spec.json
+
+
+def spec_differences(saved: dict[str, Any], spec: RunSpec) -> list[str]:
+    """``"key (saved X, now Y)"`` for every entry of ``run_identity`` that differs between the
+    spec saved in a run folder's spec.json and ``spec``."""
+    known = {f.name for f in dataclasses.fields(RunSpec)}
+    before = run_identity(RunSpec(**{k: v for k, v in saved.items() if k in known}))
+    now = run_identity(spec)
+    return [
+        f"{key} (saved {before.get(key)!r}, now {now.get(key)!r})"
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key)
+    ]
+
+
+def check_run(spec: RunSpec) -> bool:
+    """Whether ``spec`` resumes the run in its folder; raise ValueError if the folder may not be
+    used as asked. Reads the folder, writes nothing.
+
+    Rules: a fresh run needs an empty (or missing) folder unless ``overwrite``; ``resume`` needs
+    a checkpoint there (else ValueError, or a fresh start with ``start_if_missing``) and a saved
+    spec that matches in everything but steps, cadences, device, precision and compile.
+    """
+    out_dir = check_out_dir(spec.out_dir)
+    if spec.resume and spec.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other; choose one")
+    checkpoint = latest_checkpoint(out_dir / CHECKPOINT_DIR)
+    if spec.resume and checkpoint is not None:
+        saved = out_dir / "spec.json"
+        differences = (
+            spec_differences(json.loads(saved.read_text()), spec) if saved.exists() else []
+        )
+        if differences:
+            raise ValueError(
+                f"cannot resume {out_dir}: the saved run differs in {', '.join(differences)}; "
+                f"only {', '.join(RESUMABLE_FIELDS[:-1])} may change (or start over with "
+                "--overwrite)"
+            )
+        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+        check_resumable(state["config"], train_config(spec))
+        return True
+    if spec.resume and not spec.start_if_missing:
+        raise ValueError(
+            f"nothing to resume in {out_dir}: it has no checkpoint (a run saves one at its end "
+            "and every --checkpoint-every steps); pass --resume-or-start to start a fresh run"
+        )
+    if not (spec.overwrite or (spec.resume and spec.start_if_missing) or is_empty(out_dir)):
+        raise ValueError(
+            f"{out_dir} is not empty; pass --resume to continue the run in it, or --overwrite "
+            "to replace the files selrope wrote there (other files are kept)"
+        )
+    return False
+
+
+def check_grid(out_dir: str, specs: list[RunSpec]) -> None:
+    """Check a grid before any of its runs starts: its specs' configs and task parameters, the
+    grid folder (results and plots live there) and every run folder (``check_run``).
+
+    On ``overwrite`` the grid folder's results and plots are removed; nothing else is written.
+    """
+    base = specs[0]
+    data = build_task(base.task, seed=base.seed, **base.task_params)
+    for spec in specs:
+        model_config(spec, data.vocab_size)
+        train_config(spec)
+    root = check_out_dir(out_dir)
+    flags = base.resume or base.overwrite
+    if not (flags or is_empty(root)):
+        raise ValueError(
+            f"{root} is not empty; pass --resume to continue the grid in it, or --overwrite to "
+            "replace the files selrope wrote there (other files are kept)"
+        )
+    for spec in specs:
+        check_run(spec)
+    if base.overwrite:
+        remove_outputs(root, selrope_outputs(root))
 
 
 def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
@@ -153,13 +289,16 @@ def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
     """
     data = build_task(spec.task, seed=spec.seed, **spec.task_params)
     model = build_model(spec, data.vocab_size)
-    train_config = TrainConfig.from_dict({**spec.train, "seed": spec.seed, "out_dir": spec.out_dir})
+    config = train_config(spec)
+    resume = check_run(spec)  # every check before anything is written
     out_dir = Path(spec.out_dir)
+    spec_text = json.dumps(dataclasses.asdict(spec), indent=2) + "\n"
+    if is_main_process() and not resume:
+        remove_outputs(out_dir, selrope_outputs(out_dir))
+        atomic_write_text(out_dir / "spec.json", spec_text)
+    final = train(model, data, config, resume=resume, progress=progress)
     if is_main_process():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
-    final = train(model, data, train_config, resume=spec.resume, progress=progress)
-    if is_main_process():
+        atomic_write_text(out_dir / "spec.json", spec_text)  # a resume may change steps, ...
         model.save_pretrained(out_dir / "model")
         if spec.task == "lm":
             shutil.copyfile(

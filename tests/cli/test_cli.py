@@ -8,6 +8,7 @@ import json
 import pytest
 
 from selrope import cli, demo
+from selrope.options import all_options
 from selrope.experiments import RunSpec, rotary_preset, run_one
 
 TINY = [
@@ -18,12 +19,16 @@ TINY = [
 
 
 @pytest.mark.parametrize(
-    ("text", "value"),
-    [("3e-3", 3e-3), ("64", 64), ("64,256", [64, 256]), ("null", None), ("none", "none"),
-     ("true", True), ("gla", "gla"), ('{"a": 1}', {"a": 1}), ("2..64", "2..64")],
+    ("name", "text", "value"),
+    [("lr", "3e-3", 3e-3), ("steps", "64", 64), ("test_lens", "64,256", [64, 256]),
+     ("warmup_steps", "null", None), ("decay", "none", "none"), ("tie_embeddings", "true", True),
+     ("tie_embeddings", "0", False), ("mixer", "gla", "gla"), ("mixer", "gla,attention",
+     ["gla", "attention"]), ("rotary_options", '{"a": 1}', {"a": 1}), ("train_len", "2..64",
+     "2..64"), ("betas", "0.9,0.95", (0.9, 0.95))],
 )  # fmt: skip
-def test_parse_value(text: str, value) -> None:
-    assert cli.parse_value(text) == value
+def test_options_parse_their_field_types(name: str, text: str, value) -> None:
+    option = all_options("train", "state_tracking")[name]
+    assert option.parse(text, option.flag) == value
 
 
 def test_options_are_sorted_into_task_model_and_training() -> None:
@@ -55,7 +60,7 @@ def test_config_file_is_read_and_flags_win(tmp_path) -> None:
 
 
 def test_unknown_option_is_refused() -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="unrecognized arguments: --not-an-option"):
         cli.parse_options("train", [*TINY, "--not-an-option", "1"])
 
 
@@ -93,6 +98,8 @@ def test_resume_continues_a_finished_run(tmp_path) -> None:
                    train={"steps": 4, "batch_size": 16, "eval_every": 2})  # fmt: skip
     first = run_one(spec, progress=False)
     again = run_one(dataclasses.replace(spec, resume=True), progress=False)
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    assert final["train_loss"] is not None  # the resumed finished run keeps its last loss
     assert [r["accuracy"] for r in first] == [r["accuracy"] for r in again]
     assert again[0]["steps"] == 4
 

@@ -158,11 +158,20 @@ def test_metrics_files_and_run_outputs(tmp_path, parity_task, make_model):
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000010"]
 
 
-def test_fresh_start_clears_an_old_run(tmp_path, parity_task, make_model):
+def test_fresh_start_refuses_an_old_run_and_overwrite_clears_only_its_files(
+    tmp_path, parity_task, make_model
+):
     train(make_model(), parity_task, config(tmp_path, steps=8), progress=False)
-    train(make_model(), parity_task, config(tmp_path, steps=4), progress=False)
+    (tmp_path / "checkpoints" / "my_model.bin").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(make_model(), parity_task, config(tmp_path, steps=4), progress=False)
+    assert max(r["step"] for r in read_metrics(tmp_path)) == 8
+    train(make_model(), parity_task, config(tmp_path, steps=4), progress=False, overwrite=True)
     assert max(r["step"] for r in read_metrics(tmp_path)) == 4
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step_00000004"
+    assert (tmp_path / "checkpoints" / "my_model.bin").read_text() == "mine"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 class CopyLM(nn.Module):

@@ -34,6 +34,9 @@ class Attention(nn.Module):
 
     def __init__(self, model_dim: int, num_heads: int, rotary: Any = None):
         super().__init__()
+        for name, value in (("model_dim", model_dim), ("num_heads", num_heads)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
         if model_dim % num_heads:
             raise ValueError(
                 f"num_heads must divide model_dim; got model_dim={model_dim}, num_heads={num_heads}"

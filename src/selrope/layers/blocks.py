@@ -22,10 +22,19 @@ def head_widths(
     """The per-head q/k and v widths of a linear-recurrent layer, with the checks they need.
 
     Raises:
-        ValueError: num_heads does not divide the widths, the q/k head dim is odd (rotation
+        ValueError: model_dim or num_heads is not a positive integer, num_heads does not divide
+            the widths, the q/k head dim is odd (rotation
             pairs), or ``form`` is not "chunk" / "recurrent".
     """
+    for name, value in (("model_dim", model_dim), ("num_heads", num_heads)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
     key_dim, value_dim = int(model_dim * expand_k), int(model_dim * expand_v)
+    if key_dim < num_heads or value_dim < num_heads:
+        raise ValueError(
+            f"expand_k and expand_v must leave at least one channel per head; got key width "
+            f"{key_dim}, value width {value_dim}, num_heads={num_heads}"
+        )
     if key_dim % num_heads or value_dim % num_heads:
         raise ValueError(
             f"num_heads must divide the key and value widths; got num_heads={num_heads}, "

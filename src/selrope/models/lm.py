@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from selrope.layers import Attention, GatedDeltaNet, GatedLinearAttention, RMSNorm, SwiGLU
+from selrope.layers.blocks import head_widths
+from selrope.layers.gla import DECAYS
 from selrope.ops import check_segment_ids, positions_in_segment, segment_ids_from_cu_seqlens
 from selrope.rotary import LearnedPositionEmbedding, SinusoidalPositionEmbedding
 
@@ -24,7 +27,15 @@ MIXERS = ("attention", "gla", "gdn")
 ROTARY_SOURCES = ("layer", "embedding")
 ABSOLUTE_POSITIONS = ("none", "sinusoidal", "learned")
 CONFIG_FILE = "config.json"
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 WEIGHTS_FILE = "model.safetensors"
+# config.json names it so that transformers' AutoConfig finds selrope.models.hf's classes.
+MODEL_TYPE = "selrope"
 
 
 @dataclass
@@ -48,10 +59,12 @@ class LMConfig:
         norm_eps: RMSNorm epsilon.
         tie_embeddings: share the embedding and LM-head matrices.
         init_std: std of the normal init of embeddings and the mixers' and MLPs' linear weights.
-        expand_k, expand_v: GLA/GDN q/k and v widths as multiples of d_model.
+        expand_k: GLA/GDN q/k width as a multiple of d_model.
+        expand_v: GLA/GDN v width as a multiple of d_model.
         use_short_conv: short causal convs on q, k, v in GLA/GDN.
-        conv_size: their kernel width.
-        gate_low_rank_dim, gate_logit_normalizer: GLA forget-gate rank and logit divisor.
+        conv_size: kernel width of those short convs.
+        gate_low_rank_dim: rank of the GLA forget-gate projection.
+        gate_logit_normalizer: divisor of the GLA forget-gate logits.
         tie_pair_decay: GLA decays shared within each rotation pair (exact complex recurrence).
         decay: GLA decay "learned" or "none" (alpha = 1, linear attention).
         form: "chunk" or "recurrent" kernels for GLA/GDN.
@@ -117,8 +130,25 @@ class LMConfig:
                 f"absolute_position must be one of {ABSOLUTE_POSITIONS}; "
                 f"got {self.absolute_position!r}"
             )
-        if self.mlp_ratio < 0:
-            raise ValueError(f"mlp_ratio must be >= 0; got {self.mlp_ratio}")
+        for name in ("conv_size", "gate_low_rank_dim", "chunk_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.chunk_size & (self.chunk_size - 1):
+            raise ValueError(f"chunk_size must be a power of two; got {self.chunk_size}")
+        for name in ("norm_eps", "init_std", "expand_k", "expand_v", "gate_logit_normalizer"):
+            value = getattr(self, name)
+            if not _finite_number(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive float; got {value!r}")
+        if not _finite_number(self.mlp_ratio) or self.mlp_ratio < 0:
+            raise ValueError(f"mlp_ratio must be a float >= 0; got {self.mlp_ratio!r}")
+        for name in ("tie_embeddings", "use_short_conv", "tie_pair_decay"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        if self.decay not in DECAYS:
+            raise ValueError(f"decay must be one of {DECAYS}; got {self.decay!r}")
+        if any(mixer != "attention" for mixer in self.layer_mixers()):
+            head_widths(self.d_model, self.n_heads, self.expand_k, self.expand_v, self.form)
 
     def layer_mixers(self) -> list[str]:
         """The mixer name of each layer."""
@@ -131,6 +161,12 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LMConfig:
+        """The config of ``values`` (a saved config.json may also hold ``"model_type":
+        "selrope"``); ValueError on unknown keys."""
+        values = dict(values)
+        if values.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {values['model_type']!r}")
+        values.pop("model_type", None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -356,12 +392,14 @@ class LanguageModel(nn.Module):
         return tokens
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (no pickle) into ``directory``."""
+        """Write ``config.json`` (``{"model_type": "selrope", <LMConfig fields>}``) and
+        ``model.safetensors`` (no pickle) into ``directory``."""
         from safetensors.torch import save_model
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+        config = {"model_type": MODEL_TYPE, **self.config.to_dict()}
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         save_model(self, str(directory / WEIGHTS_FILE))
 
     @classmethod

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -21,7 +22,12 @@ def _check_choice(owner: str, name: str, value: Any, allowed: tuple) -> None:
 def _check_number(
     owner: str, name: str, value: Any, condition: str, ok: Callable[[Any], bool]
 ) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not ok(value)
+    ):
         raise ValueError(f"{owner}.{name} must be a number {condition}; got {value!r}")
 
 

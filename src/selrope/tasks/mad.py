@@ -366,6 +366,22 @@ def _call(fn: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tenso
     return make
 
 
+# The parameters of the MAD builders below (shown by `selrope train --task mad_* --help`).
+PARAMETER_MEANINGS = {
+    "vocab_size": "V, the number of tokens (noise tokens included).",
+    "seq_len": "L, the length of every row.",
+    "num_train": "number of training rows.",
+    "num_test": "number of test rows.",
+    "noise_vocab_size": "how many of the V tokens are noise tokens.",
+    "frac_noise": "the fraction of positions filled with noise tokens.",
+    "k_motif_size": "the longest key motif, in tokens.",
+    "v_motif_size": "the longest value motif, in tokens.",
+    "num_motifs": "key-value motifs per row; None: as many as fit.",
+    "num_tokens_to_copy": "how many tokens each row asks to copy.",
+    "map_seed": "seed of the fixed key -> value map to memorize.",
+}
+
+
 def build_in_context_recall(
     seed: int,
     *,

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,10 +44,11 @@ from .checkpoint import (
     save_checkpoint,
     step_dir_name,
 )
-from .config import TrainConfig
+from .config import RESUMABLE_FIELDS, TrainConfig
 from .distributed import World, close_distributed, init_distributed
 from .metrics import MetricsLog, evaluate, model_logits, sequence_loss
 from .optim import build_optimizer, lr_schedule
+from .run_dir import remove_outputs, trainer_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -185,20 +185,45 @@ def accumulate_gradients(
     return loss, torch.cat(predictions), batch.targets[mine]
 
 
-def _start_fresh(out_dir: Path, checkpoint_root: Path, log: MetricsLog) -> None:
-    if checkpoint_root.exists():
-        logger.info("starting a fresh run: removing old checkpoints in %s", checkpoint_root)
-        shutil.rmtree(checkpoint_root)
-    log.reset()
-    (out_dir / "final_metrics.json").unlink(missing_ok=True)
-
-
-def _warn_config_changes(saved: dict[str, Any], cfg: TrainConfig) -> None:
+def check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    """Raise ValueError listing the fields of ``cfg`` that differ from the checkpoint's config
+    ``saved`` and that a resumed run may not change (all but ``RESUMABLE_FIELDS``)."""
     current = cfg.to_dict()
-    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
-    changed.pop("out_dir", None)
+    changed = [
+        f"{key} (saved {saved.get(key)!r}, now {value!r})"
+        for key, value in current.items()
+        if key not in RESUMABLE_FIELDS and saved.get(key) != value
+    ]
     if changed:
-        logger.warning("resuming with a changed config (saved, now): %s", changed)
+        raise ValueError(
+            f"cannot resume {cfg.out_dir}: the run was trained with other settings: "
+            f"{', '.join(changed)}; only {', '.join(RESUMABLE_FIELDS[:-1])} may change "
+            "(or start over with --overwrite)"
+        )
+
+
+def _restore(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """load_checkpoint, with a checkpoint of another model as a one-line ValueError."""
+    try:
+        return load_checkpoint(checkpoint, model, optimizer)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"cannot resume from {checkpoint}: its weights do not fit this model ({reason})"
+        ) from None
+
+
+def _start_fresh(out_dir: Path, overwrite: bool) -> None:
+    """Make ``out_dir`` ready for a fresh run: refuse earlier training outputs unless asked to
+    overwrite them, then remove only those (other files in the folder are kept)."""
+    outputs = trainer_outputs(out_dir)
+    if outputs and not overwrite:
+        raise ValueError(
+            f"{out_dir} already holds a training run ({outputs[0].name}, ...); resume it, or "
+            "overwrite it explicitly (--overwrite / overwrite=True)"
+        )
+    remove_outputs(out_dir, outputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def wrap_for_training(model: nn.Module, cfg: TrainConfig, world: World) -> nn.Module:
@@ -217,6 +242,7 @@ def train(
     cfg: TrainConfig,
     resume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train `model` on `data.train`, evaluating on every `data.tests` length.
 
@@ -230,20 +256,24 @@ def train(
         data: a TaskData (see TaskDataLike); its splits are (inputs, targets) tensors with
             targets -100 where ignored, or BatchSources (a corpus).
         cfg: the run's settings; everything is written under `cfg.out_dir`.
-        resume: continue from the latest checkpoint in `cfg.out_dir` (a fresh start when there is
-            none). Without it, old checkpoints and metrics in `cfg.out_dir` are deleted.
+        resume: continue from the latest checkpoint in `cfg.out_dir`; its TrainConfig must match
+            `cfg` but for `RESUMABLE_FIELDS` (steps, cadences, device, precision, compile).
         progress: show a tqdm bar (loss, lr, tokens/s) and print eval summaries.
+        overwrite: for a fresh run into a folder that holds an earlier run's outputs: remove
+            those (checkpoints/step_*, metrics, config.json, final_metrics.json; nothing else).
     Returns:
         {"step", "stopped_early", "train_loss" (last logged, or None), "elapsed_s", "checkpoint"
         (path), "tests": {length: {"loss", "perplexity", "token_accuracy", "sequence_accuracy",
         "prefix_accuracy" (list of T floats)}}}.
     Raises:
         NonFiniteLossError: the loss or gradient norm became NaN/inf.
-        ValueError: the batch size does not split over the processes and micro-batches.
+        ValueError: the batch size does not split over the processes and micro-batches; resume
+            without a checkpoint, or from one of other settings or another model; a fresh run
+            into a folder with an earlier run's outputs without `overwrite`.
     """
     world = init_distributed(cfg.resolved_device())
     try:
-        return _train(model, data, cfg, resume, progress, world)
+        return _train(model, data, cfg, resume, overwrite, progress, world)
     finally:
         close_distributed()
 
@@ -253,6 +283,7 @@ def _train(
     data: TaskDataLike,
     cfg: TrainConfig,
     resume: bool,
+    overwrite: bool,
     progress: bool,
     world: World,
 ) -> dict[str, Any]:
@@ -272,21 +303,23 @@ def _train(
     batches = DeterministicBatches(source.num_rows, cfg.batch_size, cfg.seed)
     main_length = main_test_length(data)
 
-    start_step, elapsed_before, stopped_early = 0, 0.0, False
+    start_step, elapsed_before, stopped_early, train_loss = 0, 0.0, False, None
     last_eval: dict[int, dict[str, Any]] | None = None
     checkpoint = latest_checkpoint(checkpoint_root) if resume else None
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer)
+    if resume:
+        if checkpoint is None:
+            raise ValueError(f"nothing to resume: no checkpoint in {checkpoint_root}")
+        state = _restore(checkpoint, model, optimizer)
+        check_resumable(state["config"], cfg)
         restore_rng_state(state["rng"])
-        _warn_config_changes(state["config"], cfg)
         start_step, elapsed_before = state["step"], state["elapsed_s"]
         stopped_early, last_eval = state["stopped_early"], state["last_eval"]
+        train_loss = state.get("train_loss")
         if world.is_main:
             log.truncate_after(start_step)
         logger.info("resumed from %s at step %d", checkpoint, start_step)
     elif world.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _start_fresh(out_dir, checkpoint_root, log)
+        _start_fresh(out_dir, overwrite)
     if world.is_main:
         atomic_write_text(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     world.barrier()  # no process reads the run folder before rank 0 has set it up
@@ -298,6 +331,7 @@ def _train(
             "elapsed_s": elapsed(),
             "stopped_early": stopped_early,
             "last_eval": last_eval,
+            "train_loss": train_loss,
         }
         path = checkpoint_root / step_dir_name(step)
         if world.is_main:
@@ -315,7 +349,7 @@ def _train(
     show = progress and world.is_main
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not show, dynamic_ncols=True)
     postfix: dict[str, str] = {}
-    step, train_loss = start_step, None
+    step = start_step
     model.train()
     last_step = start_step if stopped_early else cfg.steps
     for step in range(start_step + 1, last_step + 1):

@@ -19,6 +19,8 @@ from torch import nn
 from selrope.tasks.base import IGNORE_INDEX, BatchSource
 from selrope.tasks.metrics import accuracy_by_prefix_length, masked_accuracy
 
+from .checkpoint import atomic_write, atomic_write_text
+
 METRIC_COLUMNS = (
     "step",
     "split",
@@ -132,11 +134,6 @@ class MetricsLog:
         self.jsonl_path = Path(out_dir) / "metrics.jsonl"
         self.csv_path = Path(out_dir) / "metrics.csv"
 
-    def reset(self) -> None:
-        """Delete both files (a fresh run)."""
-        self.jsonl_path.unlink(missing_ok=True)
-        self.csv_path.unlink(missing_ok=True)
-
     def rows(self) -> list[dict[str, Any]]:
         """All rows in the JSONL file, in order."""
         if not self.jsonl_path.exists():
@@ -145,11 +142,24 @@ class MetricsLog:
             return [json.loads(line) for line in f if line.strip()]
 
     def truncate_after(self, step: int) -> None:
-        """Drop rows logged after `step` (used on resume: they belong to the lost future)."""
+        """Drop rows logged after `step` (used on resume: they belong to the lost future).
+
+        Each file is rewritten atomically (temp file, fsync, rename), so a kill at any moment
+        leaves either the old rows or the kept ones, never fewer.
+        """
         kept = [row for row in self.rows() if row["step"] <= step]
-        self.reset()
-        for row in kept:
-            self.append(row)
+        atomic_write_text(self.jsonl_path, "".join(json.dumps(row) + "\n" for row in kept))
+
+        def write_csv(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+                writer.writeheader()
+                for row in kept:
+                    writer.writerow(
+                        {k: "" if row.get(k) is None else row[k] for k in METRIC_COLUMNS}
+                    )
+
+        atomic_write(self.csv_path, write_csv)
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one row to both files (flushed at once so a crash loses at most this row)."""
