@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from selrope.ops.recurrence import (
+    check_log_decay,
     check_sequence,
     check_shape,
     check_token,
@@ -62,6 +63,7 @@ def gated_delta_rule_step(
     B, H, K, V = check_token(q, k, v)
     check_shape("g", g, (B, H), "(B, H)")
     check_shape("beta", beta, (B, H), "(B, H)")
+    check_log_decay("g", g)
     dtype = compute_dtype(q.dtype)
     if state is None:
         state = q.new_zeros(B, H, K, V, dtype=dtype)
@@ -108,6 +110,7 @@ def recurrent_gated_delta_rule(
         compute dtype, or ``None`` unless ``output_final_state``.
     """
     check_sequence(q, k, v, initial_state, per_head={"g": g, "beta": beta}, segment_ids=segment_ids)
+    check_log_decay("g", g)
     sequences = (q, k, v, g, beta)
     return scan(
         gated_delta_rule_step, sequences, initial_state, scale, output_final_state, segment_ids
@@ -144,7 +147,8 @@ def chunk_gated_delta_rule(
         q: ``(B, T, H, K)`` queries.
         k: ``(B, T, H, K)`` keys (not normalised here).
         v: ``(B, T, H, V)`` values.
-        g: ``(B, T, H)`` log decays (``<= 0``) per head.
+        g: ``(B, T, H)`` log decays (``<= 0``) per head; a ``-inf`` (a hard reset) makes the call
+            run the loop of ``recurrent_gated_delta_rule``, exact where the chunked maths is not.
         beta: ``(B, T, H)`` write strengths in (0, 1).
         scale: query scale; default ``K ** -0.5``.
         initial_state: ``(B, H, K, V)`` state before the first token; ``None`` means zeros.
@@ -162,6 +166,12 @@ def chunk_gated_delta_rule(
     )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+    if check_log_decay("g", g):
+        # A -inf (reset) makes in-chunk decay differences -inf - -inf = NaN; the loop is exact
+        # there (decay 0), and resets are rare.
+        return recurrent_gated_delta_rule(
+            q, k, v, g, beta, scale, initial_state, output_final_state, segment_ids=segment_ids
+        )
     dtype = compute_dtype(q.dtype)
     scale = K**-0.5 if scale is None else scale
     C = effective_chunk_size(T, chunk_size)

@@ -5,7 +5,8 @@ The recurrence, per batch element and head, with state ``S_t`` of shape ``(K, V)
     S_t = Diag(exp(g_t)) S_{t-1} + k_t v_t^T
     o_t = scale * S_t^T q_t
 
-``g_t`` is the log decay (``<= 0``, one value per key channel), ``scale`` defaults to ``K**-0.5``.
+``g_t`` is the log decay (``<= 0``, one value per key channel; ``-inf`` resets the state; positive
+or NaN values raise ValueError), ``scale`` defaults to ``K**-0.5``.
 Three forms with the same keyword signature:
 
 - ``recurrent_gla``: a loop over time of ``gla_step``; the obviously-correct reference.
@@ -22,6 +23,7 @@ import torch
 
 from selrope.ops.recurrence import (
     ChunkSegments,
+    check_log_decay,
     check_sequence,
     check_shape,
     check_token,
@@ -63,6 +65,7 @@ def gla_step(
     """
     B, H, K, V = check_token(q, k, v)
     check_shape("g", g, (B, H, K), "(B, H, K)")
+    check_log_decay("g", g)
     dtype = compute_dtype(q.dtype)
     if state is None:
         state = q.new_zeros(B, H, K, V, dtype=dtype)
@@ -104,6 +107,7 @@ def recurrent_gla(
         compute dtype, or ``None`` unless ``output_final_state``.
     """
     check_sequence(q, k, v, initial_state, per_channel={"g": g}, segment_ids=segment_ids)
+    check_log_decay("g", g)
     return scan(gla_step, (q, k, v, g), initial_state, scale, output_final_state, segment_ids)
 
 
@@ -134,7 +138,8 @@ def chunk_gla(
         q: ``(B, T, H, K)`` queries.
         k: ``(B, T, H, K)`` keys.
         v: ``(B, T, H, V)`` values.
-        g: ``(B, T, H, K)`` log decays (``<= 0``, finite) per key channel.
+        g: ``(B, T, H, K)`` log decays (``<= 0``) per key channel; a ``-inf`` (a hard reset)
+            makes the call run the loop of ``recurrent_gla``, exact where the chunked maths is not.
         scale: query scale; default ``K ** -0.5``.
         initial_state: ``(B, H, K, V)`` state before the first token; ``None`` means zeros.
         output_final_state: whether to return the state after the last token.
@@ -152,6 +157,12 @@ def chunk_gla(
     )
     if chunk_size < 1 or chunk_size & (chunk_size - 1):
         raise ValueError(f"chunk_size must be a power of two; got {chunk_size}")
+    if check_log_decay("g", g):
+        # A -inf (reset) makes exp(G_i - G_j) = exp(-inf + inf) NaN in the chunked maths; the
+        # loop is exact there (decay 0), and resets are rare.
+        return recurrent_gla(
+            q, k, v, g, scale, initial_state, output_final_state, segment_ids=segment_ids
+        )
     dtype = compute_dtype(q.dtype)
     scale = K**-0.5 if scale is None else scale
     C = effective_chunk_size(T, chunk_size)

@@ -63,6 +63,18 @@ def check_sequence(
     return B, T, H, K, V
 
 
+def check_log_decay(name: str, g: torch.Tensor) -> bool:
+    """Raise a ValueError naming ``g`` unless every log decay is ``<= 0`` (positive decays grow
+    the state without bound, NaN poisons it); ``-inf`` is allowed: decay 0, a hard reset that
+    forgets the state. Returns whether any entry is ``-inf``."""
+    if not bool((g <= 0).all()):
+        bad = g[~(g <= 0)].flatten()[0].item()
+        raise ValueError(
+            f"{name} must hold log decays <= 0 (-inf forgets the state); got {bad} at some step"
+        )
+    return bool(torch.isneginf(g).any())
+
+
 def check_token(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, ...]:
     """Validate one token's q, k ``(B, H, K)`` and v ``(B, H, V)``; return ``(B, H, K, V)``."""
     if q.dim() != 3:
