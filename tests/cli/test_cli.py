@@ -8,8 +8,8 @@ import json
 import pytest
 
 from selrope import cli, demo
-from selrope.options import all_options
 from selrope.experiments import RunSpec, rotary_preset, run_one
+from selrope.options import all_options
 
 TINY = [
     "--task", "state_tracking", "--group", "Z2", "--train-len", "8", "--test-lens", "8,16",
