@@ -10,6 +10,8 @@ from torch import nn
 
 from selrope.ops.segments import check_segment_ids
 from selrope.rotary.apply import apply_rotary
+from selrope.rotary.cumulative import cumulative_angles
+from selrope.rotary.fused import Backend, cumulative_rotary
 
 
 def check_qkx(
@@ -143,3 +145,66 @@ class RotaryEmbedding(nn.Module):
             apply_rotary(k, theta, self.interleaved),
             new_state,
         )
+
+
+class CumulativeRotaryEmbedding(RotaryEmbedding):
+    """Base of CARoPE and SelectiveRoPE: angles are a running sum of per-token increments.
+
+    Subclasses implement ``phase_inputs`` (the increments, the frequencies, the carried phase)
+    and ``make_state``. ``angles`` sums them with ``cumulative_angles``; ``forward`` rotates q and
+    k through ``cumulative_rotary``, which on CUDA with Triton runs the fused kernel (chosen per
+    call; ``backend`` forces one, None chooses).
+    """
+
+    backend: Backend | None = None
+
+    def phase_inputs(
+        self,
+        x: torch.Tensor,
+        state: Any,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, Any]:
+        """``(increments (B, T, H, R) in dtype, frequencies (R,) or None, initial_phase
+        (B, H, R) float64 or None, rest)``; ``rest`` is what ``make_state`` needs besides the
+        final phase. Arguments as in ``angles``."""
+        raise NotImplementedError
+
+    def make_state(self, final_phase: torch.Tensor, rest: Any) -> Any:
+        """The new state from the ``(B, H, R)`` float64 phase after the last token."""
+        raise NotImplementedError
+
+    def angles(
+        self,
+        x: torch.Tensor,
+        state: Any,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        increments, frequencies, initial_phase, rest = self.phase_inputs(
+            x, state, dtype, segment_ids
+        )
+        theta, final_phase = cumulative_angles(increments, frequencies, initial_phase, segment_ids)
+        return theta, self.make_state(final_phase, rest)
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        x: torch.Tensor,
+        state: Any = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """As ``RotaryEmbedding.forward``, through ``cumulative_rotary``."""
+        check_qkx(q, k, x, self.num_heads, self.head_dim, self.model_dim)
+        if segment_ids is not None:
+            check_segment_ids(segment_ids, q.shape[0], q.shape[1])
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            increments, frequencies, initial_phase, rest = self.phase_inputs(
+                x, state, angle_dtype(q), segment_ids
+            )
+            q_rot, k_rot, final_phase = cumulative_rotary(
+                q, k, increments, frequencies, initial_phase, segment_ids, self.interleaved,
+                self.backend,
+            )  # fmt: skip
+        return q_rot, k_rot, self.make_state(final_phase, rest)

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.rotary.base import CastLinear, RotaryEmbedding, check_state_tensor
-from selrope.rotary.cumulative import cumulative_angles
+from selrope.rotary.base import CastLinear, CumulativeRotaryEmbedding, check_state_tensor
 
 
 class CARoPEState(NamedTuple):
@@ -29,13 +28,13 @@ def rope_init_bias(head_dim: int, base: float) -> float:
     return math.log(math.expm1(1.0 / f_rope - 1.0))
 
 
-class CARoPE(RotaryEmbedding):
+class CARoPE(CumulativeRotaryEmbedding):
     """Context-aware RoPE: pair i of head h advances by ``f_t[h]^(i + pair_start)`` at token t.
 
     ``z = x W (+ b)`` with W ``(d, H)`` gives one scalar per token and head;
     ``f = 1 / (softplus(z) + 1)`` in (0, 1); the increment ``f^i`` is computed as
     ``exp(i * log f)`` with ``log f = -log1p(softplus(z))`` (float32, or float64 for float64 q);
-    the phase is the inclusive prefix sum over tokens (``cumulative_angles``, float64 sum).
+    the phase is the inclusive prefix sum over tokens (``cumulative_angles``, float64 carries).
 
     Where x comes from is the caller's choice: each layer's own normalised input (default in
     selrope's layers) or the token embeddings shared by all layers (the paper's literal reading);
@@ -85,18 +84,19 @@ class CARoPE(RotaryEmbedding):
         pair_index = pairs + self.pair_start
         return torch.exp(log_f[..., None] * pair_index)
 
-    def angles(
+    def phase_inputs(
         self,
         x: torch.Tensor,
         state: CARoPEState | None,
         dtype: torch.dtype,
         segment_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, CARoPEState]:
+    ) -> tuple[torch.Tensor, None, torch.Tensor | None, None]:
         initial_phase = None
         if state is not None:
             shape = (x.shape[0], self.num_heads, self.head_dim // 2)
             check_state_tensor("state.phase", getattr(state, "phase", None), shape, torch.float64)
             initial_phase = state.phase
-        increments = self.angle_increments(x, dtype)
-        theta, phase = cumulative_angles(increments, None, initial_phase, segment_ids)
-        return theta, CARoPEState(phase)
+        return self.angle_increments(x, dtype), None, initial_phase, None
+
+    def make_state(self, final_phase: torch.Tensor, rest: None) -> CARoPEState:
+        return CARoPEState(final_phase)

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from selrope.ops.short_conv import ShortConvolution, causal_depthwise_conv
-from selrope.rotary.base import CastLinear, RotaryEmbedding, check_state_tensor
+from selrope.rotary.base import CastLinear, CumulativeRotaryEmbedding, check_state_tensor
 from selrope.rotary.config import SelectiveRoPEConfig
-from selrope.rotary.cumulative import cumulative_angles
 from selrope.rotary.frequencies import Frequencies, rfa_frequencies, rope_frequencies
 
 L2_EPS = 1e-6
@@ -59,7 +58,7 @@ class PerHeadProjection(nn.Module):
         return (p * self.scale.to(x_heads.dtype)[:, None]).flatten(2)
 
 
-class SelectiveRoPE(RotaryEmbedding):
+class SelectiveRoPE(CumulativeRotaryEmbedding):
     """Selective RoPE: ``theta_t = omega * sum_{s <= t} gate_s * (conv(p)_s + exp(b))``.
 
     Pipeline for x ``(B, T, d)`` (all of it in float32, or float64 for float64 q, autocast off):
@@ -72,9 +71,10 @@ class SelectiveRoPE(RotaryEmbedding):
     4. optional ``+ exp(b)``, b ``(H, R)``;
     5. optional sigmoid phase gate of the normalised x: per head (d -> H), low-rank per head
        (d -> gate_rank -> H) or per pair (d -> gate_rank -> H*R, "gla");
-    6. cumulative sum over time (float64, continuing from ``state.phase``), times the frequencies
-       omega, reduced mod 2 pi (``cumulative_angles``);
-    7. rotation of q and k (``apply_rotary``).
+    6. cumulative sum over time (float64 carries, continuing from ``state.phase``), times the
+       frequencies omega, reduced mod 2 pi (``cumulative_angles``);
+    7. rotation of q and k (``apply_rotary``); steps 6-7 run fused on CUDA with Triton
+       (``cumulative_rotary``).
 
     Initialisation (Hugging-Face style, as the paper's LM/copying/state-tracking models):
     Linear and conv weights ~ N(0, 0.02), zero biases (gate bias 0: the gate starts at 0.5), b = 0;
@@ -194,13 +194,13 @@ class SelectiveRoPE(RotaryEmbedding):
             increments = increments * torch.sigmoid(self.gate(x_unit)).unflatten(-1, (H, -1))
         return increments, new_cache
 
-    def angles(
+    def phase_inputs(
         self,
         x: torch.Tensor,
         state: SelectiveRoPEState | None,
         dtype: torch.dtype,
         segment_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, SelectiveRoPEState]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         phase = conv_cache = None
         if state is not None:
             B, pairs = x.shape[0], self.head_dim // 2
@@ -217,5 +217,7 @@ class SelectiveRoPE(RotaryEmbedding):
             )
             phase, conv_cache = state.phase, state.conv_cache
         increments, new_cache = self.angle_increments(x, conv_cache, dtype, segment_ids)
-        theta, new_phase = cumulative_angles(increments, self.frequencies(), phase, segment_ids)
-        return theta, SelectiveRoPEState(new_phase, new_cache)
+        return increments, self.frequencies(), phase, new_cache
+
+    def make_state(self, final_phase: torch.Tensor, rest: torch.Tensor) -> SelectiveRoPEState:
+        return SelectiveRoPEState(final_phase, rest)
