@@ -1,12 +1,18 @@
-"""``selrope eval``: perplexity of saved models at several context lengths on a prepared split.
+"""``selrope eval``: perplexity of saved models at several context lengths on a prepared split,
+and/or BLiMP and PIQA through lm-evaluation-harness.
 
     selrope eval --checkpoint RUN[,RUN...] --data DIR --lengths 256,512,1024,2048 --out DIR
         [--split val] [--batch-size N] [--max-tokens N] [--device cpu|cuda|auto]
         [--rope-scaling JSON] [--name NAME,...]
+    selrope eval --checkpoint RUN[,RUN...] --tasks blimp,piqa --blimp-dir DIR --piqa-dir DIR
+        --out DIR [--limit N] [--batch-size N] [--device ...] [--name NAME,...]
 
-Writes ``eval.json``, ``eval.md``, ``ppl_vs_length.png`` and ``loss_vs_position.png`` into
-``--out``. With ``--rope-scaling`` every (RoPE) model is evaluated a second time, rebuilt with
-that context extension and the same weights, as a row named ``<name>+<kind>``.
+Perplexity writes ``eval.json``, ``eval.md``, ``ppl_vs_length.png`` and ``loss_vs_position.png``
+into ``--out``. With ``--rope-scaling`` every (RoPE) model is evaluated a second time, rebuilt
+with that context extension and the same weights, as a row named ``<name>+<kind>``.
+``--tasks`` (extras hf + eval; offline, see ``selrope.evaluation.harness``) writes the task
+configs into ``--out/tasks/``, lm-eval's results per model into ``harness.json`` and a table into
+``harness.md``; each checkpoint needs its corpus ``tokenizer.json`` beside the weights.
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``selrope eval`` argument parser (errors exit via ``fail``)."""
     parser = _Parser(prog="selrope eval", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="RUN[,RUN...]: model dirs or runs")
-    parser.add_argument("--data", required=True, help="a directory from `selrope data prepare`")
-    parser.add_argument("--lengths", required=True, help="context lengths, e.g. 256,512,1024")
+    parser.add_argument("--data", default=None, help="a directory from `selrope data prepare`")
+    parser.add_argument("--lengths", default=None, help="context lengths, e.g. 256,512,1024")
     parser.add_argument("--out", required=True, help="where the report goes")
     parser.add_argument("--split", default="val")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
@@ -55,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         help='e.g. \'{"kind": "yarn", "factor": 8, "original_max_position": 256}\'',
     )
     parser.add_argument("--name", default=None, help="NAME[,NAME...]: one row label per RUN")
+    parser.add_argument("--tasks", default=None, help="harness tasks: blimp,piqa (or one)")
+    parser.add_argument("--blimp-dir", default=None, help="the 67 BLiMP <UID>.jsonl files")
+    parser.add_argument("--piqa-dir", default=None, help="PIQA valid.jsonl + valid-labels.lst")
+    parser.add_argument("--limit", type=int, default=None, help="harness: documents per task")
     return parser
 
 
@@ -135,29 +145,51 @@ def _check_vocab(planned: list[_Planned], vocab_size: int) -> None:
 def run_eval_command(argv: list[str]) -> None:
     """Run ``selrope eval`` with the arguments after ``eval`` (see the module docstring).
 
-    User errors (missing directories, bad lengths or JSON, a model/data vocab mismatch) print
-    one ``selrope: error: ...`` line and exit with status 2.
+    User errors (missing directories, bad lengths or JSON, a model/data vocab mismatch, a
+    missing harness data folder) print one ``selrope: error: ...`` line and exit with status 2.
     """
     args = build_parser().parse_args(argv)
     try:
-        lengths = parse_lengths(args.lengths)
-        for flag, value in (("--batch-size", args.batch_size), ("--max-tokens", args.max_tokens)):
+        if args.data is None and args.tasks is None:
+            raise ValueError("give --data and --lengths (perplexity) and/or --tasks (harness)")
+        if args.data is not None and args.lengths is None:
+            raise ValueError("the following arguments are required: --lengths (with --data)")
+        if args.lengths is not None and args.data is None:
+            raise ValueError("the following arguments are required: --data (with --lengths)")
+        lengths = parse_lengths(args.lengths) if args.lengths is not None else []
+        for flag, value in (
+            ("--batch-size", args.batch_size),
+            ("--max-tokens", args.max_tokens),
+            ("--limit", args.limit),
+        ):
             if value is not None and value < 1:
                 raise ValueError(f"{flag} must be a positive integer; got {value}")
         if args.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available")
         planned = _plan(args)
-        if not Path(args.data).is_dir():
-            raise ValueError(f"--data {args.data!r} is not a directory")
-        from selrope.data import load_split
+        if args.tasks is not None:
+            harness_plan = _plan_harness(args, planned)
+        if args.data is not None:
+            if not Path(args.data).is_dir():
+                raise ValueError(f"--data {args.data!r} is not a directory")
+            from selrope.data import load_split
 
-        split = load_split(args.data, args.split)
-        _check_vocab(planned, split.vocab_size)
+            split = load_split(args.data, args.split)
+            _check_vocab(planned, split.vocab_size)
     except (ValueError, OSError) as error:
         fail(str(error))
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.data is not None:
+        _run_perplexity(args, planned, split, lengths, device)
+    if args.tasks is not None:
+        _run_harness(args, planned, harness_plan, device)
+
+
+def _run_perplexity(
+    args: argparse.Namespace, planned: list[_Planned], split: Any, lengths: list[int], device: str
+) -> None:
     evaluated = []
     for item in planned:
         model = load_model(item.model_dir, device, item.rope_scaling)
@@ -195,3 +227,61 @@ def run_eval_command(argv: list[str]) -> None:
     }
     for path in write_report(args.out, evaluated, meta):
         print(f"wrote {path}")
+
+
+def _plan_harness(args: argparse.Namespace, planned: list[_Planned]) -> list[str]:
+    """Check the harness arguments and write the task configs; return the lm-eval task names."""
+    from selrope.evaluation.harness import write_task_configs
+
+    if args.rope_scaling is not None and args.data is None:
+        raise ValueError("--rope-scaling applies to perplexity (--data); not to --tasks alone")
+    for item in planned:
+        if not (item.model_dir / "tokenizer.json").is_file():
+            raise ValueError(
+                f"checkpoint {str(item.model_dir)!r} holds no tokenizer.json: --tasks scores text, "
+                f"so the corpus tokenizer must lie beside the weights"
+            )
+    tasks = _comma_list("--tasks", args.tasks)
+    try:
+        import lm_eval  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as error:
+        raise ValueError(
+            f"--tasks needs the hf and eval extras (pip install -e '.[hf,eval]'): {error}"
+        ) from None
+    return write_task_configs(Path(args.out) / "tasks", tasks, args.blimp_dir, args.piqa_dir)
+
+
+def _run_harness(
+    args: argparse.Namespace, planned: list[_Planned], task_names: list[str], device: str
+) -> None:
+    """BLiMP / PIQA for every checkpoint (no RoPE-scaled rows); harness.json + harness.md."""
+    from lm_eval.utils import handle_non_serializable
+
+    from selrope.evaluation.harness import (
+        evaluate_tasks,
+        harness_model,
+        markdown_table,
+        summary_rows,
+    )
+
+    tasks_dir = Path(args.out) / "tasks"
+    everything, rows = {}, {}
+    for item in planned:
+        if item.rope_scaling is not None:
+            continue
+        lm = harness_model(item.model_dir, device, args.batch_size)
+        results = evaluate_tasks(lm, task_names, tasks_dir, limit=args.limit)
+        rows[item.name] = summary_rows(results)
+        everything[item.name] = {"checkpoint": str(item.model_dir), **results}
+        for task, row in rows[item.name].items():
+            metrics = "  ".join(f"{key}={value:.4f}" for key, value in row.items() if key != "n")
+            print(f"{item.name}  {task}  {metrics}  n={row['n']}")
+        del lm
+    out = Path(args.out)
+    (out / "harness.json").write_text(
+        json.dumps(everything, indent=2, default=handle_non_serializable) + "\n"
+    )
+    (out / "harness.md").write_text(markdown_table(rows))
+    for name in ("harness.json", "harness.md"):
+        print(f"wrote {out / name}")
