@@ -125,3 +125,72 @@ def test_random_increments_over_a_million_tokens():
     torch.testing.assert_close(final, reference_final, rtol=1e-12, atol=1e-6)
     naive = torch.cumsum(increments, 1) * frequencies
     assert _circular_error(naive, reference) > 1e-3
+
+
+def _reference_with_restarts(increments, frequencies, initial_phase, segment_ids):
+    """Float64, one document at a time: every document sums from its own start."""
+    phase = torch.zeros(increments.shape, dtype=torch.float64)
+    for row in range(increments.shape[0]):
+        ids = segment_ids[row]
+        starts = [0] + [t for t in range(1, len(ids)) if ids[t] != ids[t - 1]] + [len(ids)]
+        for number, (start, end) in enumerate(zip(starts[:-1], starts[1:], strict=True)):
+            carried = initial_phase[row] if initial_phase is not None and number == 0 else 0.0
+            phase[row, start:end] = torch.cumsum(increments[row, start:end].double(), 0) + carried
+    theta = phase if frequencies is None else phase * frequencies.double()
+    return theta, phase[:, -1]
+
+
+def _segment_ids(T, block, seed):
+    g = torch.Generator().manual_seed(seed)
+    random_documents = (torch.rand(T, generator=g) < 0.2).cumsum(0)
+    at_block_starts = torch.arange(T) // block  # documents that start exactly at block starts
+    return torch.stack([random_documents, torch.zeros(T, dtype=torch.int64), at_block_starts])
+
+
+@pytest.mark.parametrize("block", [4, 64])
+@pytest.mark.parametrize("T", [1, 9, 64, 130])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_restarts_match_per_document_reference(block, T, dtype, monkeypatch):
+    monkeypatch.setattr(cumulative_module, "BLOCK", block)
+    g = torch.Generator().manual_seed(T)
+    increments = (1.0 + 0.5 * torch.randn(3, T, 2, 3, generator=g, dtype=torch.float64)).to(dtype)
+    frequencies = torch.rand(3, generator=g) * 2
+    initial = torch.randn(3, 2, 3, generator=g, dtype=torch.float64) * 1e3
+    ids = _segment_ids(T, block, seed=T)
+    leaves = [increments.requires_grad_(), frequencies.requires_grad_(), initial.requires_grad_()]
+    theta, final = cumulative_angles(*leaves, ids)
+    reference, reference_final = _reference_with_restarts(*leaves, ids)
+    assert theta.dtype == dtype and final.dtype == torch.float64
+    if dtype == torch.float32:
+        assert _circular_error(theta, reference) < 2e-5
+    else:
+        torch.testing.assert_close(theta, reference, rtol=1e-13, atol=1e-10)
+    torch.testing.assert_close(final, reference_final, rtol=1e-12, atol=1e-9)
+    weights = torch.randn(theta.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((theta * weights.to(dtype)).sum() + final.sum(), leaves)
+    expected = torch.autograd.grad((reference * weights).sum() + reference_final.sum(), leaves)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-4)
+
+
+def test_restarts_gradcheck_float64(monkeypatch):
+    monkeypatch.setattr(cumulative_module, "BLOCK", 4)
+    g = torch.Generator().manual_seed(7)
+    increments = torch.randn(2, 11, 1, 2, generator=g, dtype=torch.float64).requires_grad_()
+    frequencies = torch.rand(2, generator=g, dtype=torch.float64).requires_grad_()
+    initial = torch.randn(2, 1, 2, generator=g, dtype=torch.float64).requires_grad_()
+    ids = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2], [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]])
+    inputs = (increments, frequencies, initial)
+    assert torch.autograd.gradcheck(lambda *a: cumulative_angles(*a, ids), inputs)
+
+
+def test_restarts_bias_drift_over_a_million_tokens():
+    """+1 per token in three packed documents: theta = position in document + 1, to < 1e-3."""
+    lengths = [300_001, 450_000, MILLION - 750_001]
+    ids = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))[None]
+    frequencies = torch.tensor([1.0, 1.0001])
+    theta, final = cumulative_angles(torch.ones(1, MILLION, 1, 2), frequencies, None, ids)
+    positions = torch.cat([torch.arange(1, n + 1, dtype=torch.float64) for n in lengths])
+    exact = positions[None, :, None, None] * frequencies.double()
+    assert _circular_error(theta, exact) < 1e-3
+    assert final[0, 0, 0].item() == lengths[-1]

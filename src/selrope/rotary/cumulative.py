@@ -183,21 +183,63 @@ def _cumulative_angles_with_restarts(
     initial_phase: torch.Tensor | None,
     segment_ids: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cumulative_angles`` with packed documents: a float64 sum over the whole tensor."""
-    phase = torch.cumsum(increments.to(torch.float64), dim=1)
-    phase = _restart_at_documents(phase, increments, segment_ids)
-    if initial_phase is not None:
-        in_first = (document_index(segment_ids) == 0)[:, :, None, None]
-        phase = phase + torch.where(in_first, initial_phase.unsqueeze(1), 0.0)
-    return wrap_angles(phase, frequencies, increments.dtype), phase[:, -1]
+    """``cumulative_angles`` with packed documents, blockwise (plain autograd).
 
+    With ``c`` the float32 inclusive sum inside each block and ``e = c - increments`` the
+    exclusive one, a token t of block b whose document starts at s gets
+    ``phase_t = c_t - e_s`` when s is inside block b, and ``c_t + D_b`` when its document began
+    before the block (or is the row's first document, which continues from ``initial_phase``):
+    ``D_b`` the float64 phase of that document before block b (from float64 block totals and
+    the float64 sum of its first block from s on), one value per block because only one
+    document can span a block's start. Only (B, N, H, R) tensors are float64; the (B, T, H, R)
+    work is float32 (float64 for float64 increments).
+    """
+    B, T, H, R = increments.shape
+    dtype = increments.dtype
+    block = min(BLOCK, T)
+    blocks = _blocks(increments, block)
+    N = blocks.shape[1]
+    pad = N * block - T
+    steps = torch.arange(T, device=segment_ids.device)
+    doc_start = steps - positions_in_segment(segment_ids)  # (B, T) first token of t's document
+    first_document = document_index(segment_ids) == 0
+    if pad:  # padding continues the row's last document
+        doc_start = torch.cat([doc_start, doc_start[:, -1:].expand(B, pad)], 1)
+        first_document = torch.cat([first_document, first_document[:, -1:].expand(B, pad)], 1)
+    doc_start = doc_start.view(B, N, block)
+    first_document = first_document.view(B, N, block)
+    block_start = (torch.arange(N, device=segment_ids.device) * block)[None, :, None]
 
-def _restart_at_documents(
-    phase: torch.Tensor, increments: torch.Tensor, segment_ids: torch.Tensor
-) -> torch.Tensor:
-    """Subtract from the running sum ``phase`` ``(B, T, H, R)`` (float64) what it held before each
-    token's document started, so that every document sums from its own start."""
-    steps = torch.arange(phase.shape[1], device=phase.device)
-    start = (steps - positions_in_segment(segment_ids))[:, :, None, None].expand_as(phase)
-    before = phase - increments.to(torch.float64)  # exclusive sum: the phase before token t
-    return phase - before.gather(1, start)
+    local = blocks.cumsum(2)
+    exclusive = local - blocks
+    starts_inside = doc_start >= block_start  # (B, N, L)
+    index = (doc_start - block_start).clamp(min=0)[..., None, None].expand_as(exclusive)
+    local = local - torch.where(starts_inside[..., None, None], exclusive.gather(2, index), 0.0)
+    carried = (~starts_inside | first_document)[..., None, None]  # (B, N, L, 1, 1)
+
+    before, _ = _exclusive_block_carries(blocks.sum(2, dtype=torch.float64), initial_phase)
+    # tails[b]: float64 sum of block b from the start of its last token's document.
+    last_start = (doc_start[:, :, -1:] - block_start).clamp(min=0)  # (B, N, 1)
+    in_tail = torch.arange(block, device=segment_ids.device)[None, None, :] >= last_start
+    tails = torch.where(in_tail[..., None, None], blocks, 0.0).sum(2, dtype=torch.float64)
+    # The document spanning block b's start began in block j < b: its phase before block b is
+    # tails[j] + the block totals of j+1 .. b-1; the row's first document adds initial_phase.
+    expand = (B, N, H, R)
+    start_block = doc_start[:, :, 0] // block  # (B, N)
+    after_start = (start_block + 1).clamp(max=N - 1)[..., None, None].expand(expand)
+    spanning = (
+        before
+        - before.gather(1, after_start)
+        + tails.gather(1, start_block[..., None, None].expand(expand))
+    )
+    offset = torch.where(first_document[:, :, 0, None, None], before, spanning)  # (B, N, H, R)
+
+    final_phase = tails[:, -1] + torch.where(carried[:, -1, -1], offset[:, -1], 0.0)
+    if dtype == torch.float64:
+        phase = local + torch.where(carried, offset.unsqueeze(2), 0.0)
+        theta = phase if frequencies is None else phase * frequencies.to(dtype)
+    else:
+        base = wrap_angles(offset, frequencies, dtype).unsqueeze(2)
+        theta = local if frequencies is None else local * frequencies.to(dtype)
+        theta = torch.remainder(theta + torch.where(carried, base, 0.0), TWO_PI)
+    return theta.view(B, N * block, H, R)[:, :T], final_phase
