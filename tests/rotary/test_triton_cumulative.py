@@ -21,24 +21,29 @@ pytestmark = pytest.mark.skipif(
     reason="triton is not installed (the `gpu` extra): the fused kernel cannot be tested",
 )
 
+if not torch.cuda.is_available():
+    # Triton's interpreter must be on before anything imports triton.language (torch._dynamo
+    # does, e.g. in test_compile.py): set it while this file is collected, before any test runs.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(scope="module")
 def kernel():
-    """The kernel module, imported under the interpreter when there is no GPU (the decorator
-    reads TRITON_INTERPRET at import, so the module is (re)imported with it set)."""
+    """The kernel module and the device to test it on (CPU: Triton's interpreter)."""
+    module = importlib.import_module("selrope.rotary.triton_cumulative")
     if torch.cuda.is_available():
-        yield importlib.import_module("selrope.rotary.triton_cumulative"), "cuda"
-        return
-    previous = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
+        return module, "cuda"
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no GPU and TRITON_INTERPRET is not 1: the kernel cannot run")
+    q, increments = torch.randn(1, 3, 1, 4), torch.rand(1, 3, 1, 2)
     try:
-        module = importlib.import_module("selrope.rotary.triton_cumulative")
-        yield importlib.reload(module), "cpu"
-    finally:
-        if previous is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = previous
+        module.FusedCumulativeRotary.apply(q, q, increments, None, None, 16)
+    except Exception as error:  # triton imported before the interpreter was switched on
+        pytest.skip(
+            f"Triton's interpreter cannot run here ({type(error).__name__}); run this file in a "
+            "fresh process or with TRITON_INTERPRET=1 in the environment"
+        )
+    return module, "cpu"
 
 
 def _inputs(B, T, H, D, device, seed=0, with_frequencies=True, with_initial=True, scale=1e3):
@@ -157,3 +162,25 @@ def test_dispatch_is_per_call_and_falls_back():
     trainable = frequencies.clone().requires_grad_()
     with pytest.raises(ValueError, match="frequencies"):
         cumulative_rotary(q, k, increments, trainable, backend="triton")
+
+
+@pytest.mark.parametrize("T", [1, 70])
+def test_rope_through_the_kernel(kernel, T):
+    """RoPE's closed-form angles through the kernel (+1 per token from offset - 1), with a state
+    offset near 10^6: outputs, the next state and the gradients of q and k."""
+    _, device = kernel
+    module = build_rotary({"type": "rope", "base": 500000.0}, num_heads=2, head_dim=8, model_dim=16)
+    module = module.to(device)
+    g = torch.Generator().manual_seed(6)
+    q, k = (torch.randn(2, T, 2, 8, generator=g).to(device).requires_grad_() for _ in range(2))
+    x = torch.zeros(2, T, 16, device=device)
+    state = type(module(q, k, x)[2])(torch.tensor([3, 999_983], device=device))
+    results = {}
+    for backend in ("torch", "triton"):
+        module.backend = backend
+        q_rot, k_rot, new_state = module(q, k, x, state)
+        grads = torch.autograd.grad((q_rot * q.flip(1)).sum() + (k_rot * k).sum(), [q, k])
+        results[backend] = (q_rot, k_rot, *grads)
+        assert new_state.offset.tolist() == [3 + T, 999_983 + T]
+    for got, want in zip(results["triton"], results["torch"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

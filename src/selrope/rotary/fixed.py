@@ -13,6 +13,7 @@ from selrope.rotary.base import RotaryEmbedding, check_qkx, check_state_tensor
 from selrope.rotary.config import RoPEConfig
 from selrope.rotary.cumulative import wrap_angles
 from selrope.rotary.frequencies import Frequencies, rope_frequencies
+from selrope.rotary.fused import Backend, rope_rotary
 from selrope.rotary.scaling import scale_frequencies
 
 
@@ -59,6 +60,8 @@ class RoPE(RotaryEmbedding):
             factor multiplying q and k); the dict of ``RoPEConfig.scaling``, see ``scaling.py``.
     """
 
+    backend: Backend | None = None  # None: chosen per call (``rope_rotary``)
+
     def __init__(
         self,
         head_dim: int,
@@ -83,12 +86,30 @@ class RoPE(RotaryEmbedding):
         state: RoPEState | None = None,
         segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, RoPEState]:
-        """Rotate q and k (``(B, T, H, D)``) as ``RotaryEmbedding.forward`` does, then multiply
+        """Rotate q and k (``(B, T, H, D)``) as ``RotaryEmbedding.forward`` does (without packed
+        documents through ``rope_rotary``: the fused kernel on CUDA with Triton), then multiply
         both by YaRN's attention factor when it is not 1."""
-        q_rot, k_rot, new_state = super().forward(q, k, x, state, segment_ids)
+        if segment_ids is None:
+            check_qkx(q, k, x, self.num_heads, self.head_dim, self.model_dim)
+            offset = self._offset(x, state)
+            with torch.autocast(device_type=q.device.type, enabled=False):
+                q_rot, k_rot = rope_rotary(
+                    q, k, self.frequencies(), offset, self.interleaved, self.backend
+                )
+            new_state = RoPEState(offset + q.shape[1])
+        else:
+            q_rot, k_rot, new_state = super().forward(q, k, x, state, segment_ids)
         if self.attention_factor == 1.0:
             return q_rot, k_rot, new_state
         return q_rot * self.attention_factor, k_rot * self.attention_factor, new_state
+
+    def _offset(self, x: torch.Tensor, state: RoPEState | None) -> torch.Tensor:
+        """``(B,)`` int64 position of each row's first token (0 without a state)."""
+        B = x.shape[0]
+        if state is None:
+            return torch.zeros(B, dtype=torch.int64, device=x.device)
+        check_state_tensor("state.offset", getattr(state, "offset", None), (B,), torch.int64)
+        return state.offset
 
     def angles(
         self,
@@ -97,12 +118,8 @@ class RoPE(RotaryEmbedding):
         dtype: torch.dtype,
         segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RoPEState]:
-        B, T = x.shape[:2]
-        if state is None:
-            offset = torch.zeros(B, dtype=torch.int64, device=x.device)
-        else:
-            check_state_tensor("state.offset", getattr(state, "offset", None), (B,), torch.int64)
-            offset = state.offset
+        T = x.shape[1]
+        offset = self._offset(x, state)
         if segment_ids is None:
             positions = offset[:, None] + torch.arange(T, device=x.device)  # (B, T) int64, exact
         else:  # positions restart at every document start after the first

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from selrope.rotary.apply import apply_rotary
-from selrope.rotary.cumulative import cumulative_angles
+from selrope.rotary.cumulative import cumulative_angles, wrap_angles
 
 Backend = Literal["torch", "triton"]
 
@@ -27,7 +27,7 @@ def triton_available() -> bool:
 
 def triton_unsupported(
     q: torch.Tensor,
-    increments: torch.Tensor,
+    increments: torch.Tensor | None,
     frequencies: torch.Tensor | None,
     segment_ids: torch.Tensor | None,
     interleaved: bool,
@@ -37,7 +37,7 @@ def triton_unsupported(
         return "packed documents (segment_ids) are not supported by the kernel"
     if interleaved:
         return "the kernel pairs channels half-split only"
-    if q.dtype == torch.float64 or increments.dtype != torch.float32:
+    if q.dtype == torch.float64 or (increments is not None and increments.dtype != torch.float32):
         return "the kernel takes float32 increments and non-float64 q, k"
     if frequencies is not None and frequencies.requires_grad and torch.is_grad_enabled():
         return "the kernel gives no gradient to trainable frequencies"
@@ -46,7 +46,7 @@ def triton_unsupported(
 
 def choose_backend(
     q: torch.Tensor,
-    increments: torch.Tensor,
+    increments: torch.Tensor | None,
     frequencies: torch.Tensor | None = None,
     segment_ids: torch.Tensor | None = None,
     interleaved: bool = False,
@@ -105,3 +105,49 @@ def cumulative_rotary(
         raise ValueError(f"backend must be one of (None, 'torch', 'triton'); got {backend!r}")
     theta, final_phase = cumulative_angles(increments, frequencies, initial_phase, segment_ids)
     return apply_rotary(q, theta, interleaved), apply_rotary(k, theta, interleaved), final_phase
+
+
+def rope_rotary(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    frequencies: torch.Tensor,
+    offset: torch.Tensor,
+    interleaved: bool = False,
+    backend: Backend | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q and k by RoPE's closed-form angles ``theta[b, t] = (offset[b] + t) * frequencies``.
+
+    The PyTorch path forms the exact int64 positions, ``wrap_angles`` them (float64 product,
+    reduced mod 2 pi) and calls ``apply_rotary``; the Triton path runs the cumulative kernel with
+    +1 per token from a carried phase ``offset - 1`` (nothing of size (B, T, R) is written).
+
+    Args:
+        q, k: ``(B, T, H, D)``.
+        frequencies: ``(R,)``.
+        offset: ``(B,)`` int64 position of each row's first token.
+        interleaved, backend: as in ``cumulative_rotary``.
+
+    Returns:
+        ``(q_rot, k_rot)`` in q's dtype.
+    """
+    if backend is None:
+        backend = choose_backend(q, None, frequencies, None, interleaved)
+    if backend == "triton":
+        reason = triton_unsupported(q, None, frequencies, None, interleaved)
+        if reason is not None:
+            raise ValueError(f"backend='triton' cannot be used here: {reason}")
+        from selrope.rotary.triton_cumulative import FusedCumulativeRotary
+
+        B, _, H, D = q.shape
+        start = (offset.to(torch.float64) - 1.0)[:, None, None].expand(B, H, D // 2)
+        q_rot, k_rot, _ = FusedCumulativeRotary.apply(q, k, None, frequencies, start.contiguous())
+        return q_rot, k_rot
+    if backend != "torch":
+        raise ValueError(f"backend must be one of (None, 'torch', 'triton'); got {backend!r}")
+    positions = offset[:, None] + torch.arange(q.shape[1], device=q.device)  # (B, T) exact
+    theta = wrap_angles(positions.to(torch.float64)[:, :, None, None], frequencies, _angle(q))
+    return apply_rotary(q, theta, interleaved), apply_rotary(k, theta, interleaved)
+
+
+def _angle(q: torch.Tensor) -> torch.dtype:
+    return torch.float64 if q.dtype == torch.float64 else torch.float32

@@ -41,7 +41,7 @@ def _wrap32(x):
 def _fused_cumulative_rotary_forward(
     Q, K, INC, FREQ, INIT, QO, KO, FINAL,
     T, H, R, D,
-    HAS_FREQ: tl.constexpr, HAS_INIT: tl.constexpr,
+    HAS_INC: tl.constexpr, HAS_FREQ: tl.constexpr, HAS_INIT: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
@@ -61,7 +61,10 @@ def _fused_cumulative_rotary_forward(
         t = t0 + tl.arange(0, BLOCK_T)
         mask = (t < T)[:, None] & r_mask[None, :]
         row = (b * T + t) * H + h
-        inc = tl.load(INC + row[:, None] * R + r[None, :], mask=mask, other=0.0)
+        if HAS_INC:
+            inc = tl.load(INC + row[:, None] * R + r[None, :], mask=mask, other=0.0)
+        else:  # RoPE: +1 per token (closed-form angles, nothing read)
+            inc = tl.where(mask, 1.0, 0.0)
         base = _wrap64(carry * freq.to(tl.float64)).to(tl.float32)
         theta = _wrap32(base[None, :] + freq[None, :] * tl.cumsum(inc, axis=0))
         cos = tl.cos(theta)
@@ -83,7 +86,7 @@ def _fused_cumulative_rotary_forward(
 def _fused_cumulative_rotary_backward(
     Q, K, INC, FREQ, FINAL, GQO, GKO, GFINAL, GQ, GK, GINC, GINIT,
     T, H, R, D,
-    HAS_FREQ: tl.constexpr, HAS_GFINAL: tl.constexpr,
+    HAS_INC: tl.constexpr, HAS_FREQ: tl.constexpr, HAS_GFINAL: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
@@ -105,7 +108,10 @@ def _fused_cumulative_rotary_backward(
         t = (tiles - 1 - i) * BLOCK_T + tl.arange(0, BLOCK_T)
         mask = (t < T)[:, None] & r_mask[None, :]
         row = (b * T + t) * H + h
-        inc = tl.load(INC + row[:, None] * R + r[None, :], mask=mask, other=0.0)
+        if HAS_INC:
+            inc = tl.load(INC + row[:, None] * R + r[None, :], mask=mask, other=0.0)
+        else:  # RoPE: +1 per token (closed-form angles, nothing read)
+            inc = tl.where(mask, 1.0, 0.0)
         carry -= tl.sum(inc.to(tl.float64), axis=0)  # now the phase before the tile
         base = _wrap64(carry * freq.to(tl.float64)).to(tl.float32)
         theta = _wrap32(base[None, :] + freq[None, :] * tl.cumsum(inc, axis=0))
@@ -131,7 +137,8 @@ def _fused_cumulative_rotary_backward(
         # sum over s >= t inside the tile, plus everything after the tile (float64 carry)
         suffix = tile_total[None, :] - tl.cumsum(scaled, axis=0) + scaled
         grad_inc = suffix + grad_carry.to(tl.float32)[None, :]
-        tl.store(GINC + row[:, None] * R + r[None, :], grad_inc, mask=mask)
+        if HAS_INC:
+            tl.store(GINC + row[:, None] * R + r[None, :], grad_inc, mask=mask)
         grad_carry += tile_total.to(tl.float64)
     tl.store(GINIT + bh * R + r, grad_carry, mask=r_mask)
 
@@ -144,13 +151,15 @@ def _launch_shape(R: int, block_t: int) -> tuple[int, int]:
 class FusedCumulativeRotary(torch.autograd.Function):
     """Autograd wrapper of the two kernels: ``(q, k, increments, frequencies, initial_phase) ->
     (q_rot, k_rot, final_phase)``; gradients to q, k, increments and initial_phase (not to the
-    frequencies: the dispatcher uses the PyTorch path when they need one)."""
+    frequencies: the dispatcher uses the PyTorch path when they need one). ``increments=None``
+    means +1 per token for every head (RoPE, with ``initial_phase`` = position - 1)."""
 
     @staticmethod
     def forward(ctx, q, k, increments, frequencies, initial_phase, block_t=64):
         B, T, H, D = q.shape
         R = D // 2
-        q, k, increments = q.contiguous(), k.contiguous(), increments.contiguous()
+        q, k = q.contiguous(), k.contiguous()
+        increments = None if increments is None else increments.contiguous()
         q_rot, k_rot = torch.empty_like(q), torch.empty_like(k)
         final_phase = torch.empty(B, H, R, dtype=torch.float64, device=q.device)
         block_t, block_r = _launch_shape(R, block_t)
@@ -158,10 +167,10 @@ class FusedCumulativeRotary(torch.autograd.Function):
         freq = None if frequencies is None else frequencies.float().contiguous()
         init = None if initial_phase is None else initial_phase.contiguous()
         _fused_cumulative_rotary_forward[grid](
-            q, k, increments, freq if freq is not None else increments,
+            q, k, increments if increments is not None else q, freq if freq is not None else q,
             init if init is not None else final_phase, q_rot, k_rot, final_phase,
             T, H, R, D,
-            HAS_FREQ=freq is not None, HAS_INIT=init is not None,
+            HAS_INC=increments is not None, HAS_FREQ=freq is not None, HAS_INIT=init is not None,
             BLOCK_T=block_t, BLOCK_R=block_r,
         )  # fmt: skip
         ctx.save_for_backward(q, k, increments, freq, final_phase)
@@ -177,17 +186,18 @@ class FusedCumulativeRotary(torch.autograd.Function):
         grad_q_rot = torch.zeros_like(q) if grad_q_rot is None else grad_q_rot.contiguous()
         grad_k_rot = torch.zeros_like(k) if grad_k_rot is None else grad_k_rot.contiguous()
         grad_q, grad_k = torch.empty_like(q), torch.empty_like(k)
-        grad_increments = torch.empty_like(increments)
+        grad_increments = None if increments is None else torch.empty_like(increments)
         grad_initial = torch.empty_like(final_phase)
         block_t, block_r = _launch_shape(R, ctx.block_t)
         grid = (B * H, triton.cdiv(R, block_r))
         _fused_cumulative_rotary_backward[grid](
-            q, k, increments, freq if freq is not None else increments, final_phase,
-            grad_q_rot, grad_k_rot,
+            q, k, increments if increments is not None else q, freq if freq is not None else q,
+            final_phase, grad_q_rot, grad_k_rot,
             grad_final.contiguous() if grad_final is not None else final_phase,
-            grad_q, grad_k, grad_increments, grad_initial,
+            grad_q, grad_k, grad_increments if increments is not None else grad_q, grad_initial,
             T, H, R, D,
-            HAS_FREQ=freq is not None, HAS_GFINAL=grad_final is not None,
+            HAS_INC=increments is not None, HAS_FREQ=freq is not None,
+            HAS_GFINAL=grad_final is not None,
             BLOCK_T=block_t, BLOCK_R=block_r,
         )  # fmt: skip
         grad_initial = grad_initial if ctx.needs_input_grad[4] else None
