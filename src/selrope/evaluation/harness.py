@@ -169,9 +169,8 @@ def harness_model(
         ValueError: the directory has no tokenizer.json (the harness scores text).
     """
     from lm_eval.models.huggingface import HFLM
-    from transformers import AutoTokenizer
 
-    from selrope.models.hf import SelropeForCausalLM
+    from selrope.models.hf import SelropeForCausalLM, SelropeTokenizer
 
     model_dir = Path(model_dir)
     if not (model_dir / "tokenizer.json").is_file():
@@ -180,8 +179,15 @@ def harness_model(
             f"beside the weights (copy it from the prepared corpus)"
         )
     model = SelropeForCausalLM.from_pretrained(model_dir, device_map=device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    # Not AutoTokenizer: directories saved before config.json named model_type load too.
+    tokenizer = SelropeTokenizer.from_pretrained(model_dir)
+    return HFLM(
+        pretrained=model,
+        backend="causal",
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        device=device,
+    )
 
 
 def evaluate_tasks(
@@ -246,9 +252,7 @@ def markdown_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
             f"| {name} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in cells) + " |"
         )
     lines.append("")
-    lines.append(
-        "Chance is 0.5 on both. Written by `selrope eval --tasks` (lm-evaluation-harness)."
-    )
+    lines.append("Chance is 0.5 on both; lm-evaluation-harness via `selrope eval --tasks`.")
     return "\n".join(lines) + "\n"
 
 
