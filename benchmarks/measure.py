@@ -53,6 +53,26 @@ def time_ms(step: Callable, device: torch.device, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def time_ms_interleaved(
+    steps: dict[str, Callable], device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Median wall time in ms of each ``steps[name]()``, run round-robin (one warm-up each), so
+    that load changes on a shared machine hit every variant alike and their ratios stay fair."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+
+
 def recording_saved_tensors(saved: list | None):
     """A context that appends every tensor autograd saves to ``saved`` (a no-op for None)."""
     if saved is None:

@@ -19,7 +19,7 @@ import argparse
 import json
 
 import torch
-from measure import memory_mib, recording_saved_tensors, time_ms
+from measure import memory_mib, recording_saved_tensors, time_ms_interleaved
 
 from selrope.rotary import SELECTIVE_LM_RECIPE, apply_rotary, build_rotary
 
@@ -68,11 +68,12 @@ def _step_function(name: str, B: int, T: int, H: int, D: int, device: torch.devi
 def run(device: torch.device, lengths: list[int], B: int, H: int, D: int, repeats: int) -> list:
     rows = []
     for T in lengths:
-        measured = {}
+        steps, memory = {}, {}
         for name in CASES:
-            step, exclude = _step_function(name, B, T, H, D, device)
-            memory = memory_mib(step, device, exclude)
-            measured[name] = (time_ms(step, device, repeats), memory)
+            steps[name], exclude = _step_function(name, B, T, H, D, device)
+            memory[name] = memory_mib(steps[name], device, exclude)
+        times = time_ms_interleaved(steps, device, repeats)
+        measured = {name: (times[name], memory[name]) for name in CASES}
         rope_ms, rope_mem = measured["rope"]
         for name, (ms, memory) in measured.items():
             rows.append(
@@ -101,7 +102,7 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     rows = run(device, lengths, B, H, D, repeats)
     memory_name = "peak MiB" if device.type == "cuda" else "saved MiB"
-    print(f"device={device} B={B} H={H} D={D} float32, median of {repeats} fwd+bwd")
+    print(f"device={device} B={B} H={H} D={D} float32, median of {repeats} fwd+bwd (interleaved)")
     header = (
         f"{'T':>6} {'embedding':<22} {'fwd+bwd ms':>11} {'x RoPE':>7} "
         f"{memory_name:>10} {'x RoPE':>7}"
