@@ -5,7 +5,7 @@ Every embedding has ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)`
 
 from selrope.rotary.absolute import LearnedPositionEmbedding, SinusoidalPositionEmbedding
 from selrope.rotary.apply import apply_rotary
-from selrope.rotary.base import RotaryEmbedding
+from selrope.rotary.base import CumulativeRotaryEmbedding, RotaryEmbedding
 from selrope.rotary.carope import CARoPE, CARoPEState, rope_init_bias
 from selrope.rotary.config import (
     SELECTIVE_COPYING_RECIPE,
@@ -22,6 +22,7 @@ from selrope.rotary.cumulative import cumulative_angles, wrap_angles
 from selrope.rotary.factory import build_rotary
 from selrope.rotary.fixed import NoPE, RoPE, RoPEState
 from selrope.rotary.frequencies import Frequencies, rfa_frequencies, rope_frequencies
+from selrope.rotary.fused import cumulative_rotary, rope_rotary
 from selrope.rotary.selective import SelectiveRoPE, SelectiveRoPEState
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "CARoPE",
     "CARoPEConfig",
     "CARoPEState",
+    "CumulativeRotaryEmbedding",
     "Frequencies",
     "LearnedPositionEmbedding",
     "NoPE",
@@ -47,9 +49,11 @@ __all__ = [
     "apply_rotary",
     "build_rotary",
     "cumulative_angles",
+    "cumulative_rotary",
     "parse_rotary_config",
     "rfa_frequencies",
     "rope_frequencies",
     "rope_init_bias",
+    "rope_rotary",
     "wrap_angles",
 ]
