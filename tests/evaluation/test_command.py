@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import pytest
@@ -11,8 +10,6 @@ import torch
 from selrope.data import load_split, prepare_corpus
 from selrope.evaluation.command import run_eval_command
 from selrope.models import LanguageModel, LMConfig
-
-HAS_SEGMENT_IDS = "segment_ids" in inspect.signature(LanguageModel.forward).parameters
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +52,18 @@ def _run_error(argv, capsys) -> str:
     return err
 
 
-@pytest.mark.skipif(not HAS_SEGMENT_IDS, reason="LanguageModel.forward has no segment_ids yet")
+def test_rope_scaling_adds_rows_only_beside_rope_models(corpus, tmp_path):
+    vocab = load_split(corpus, "val").vocab_size
+    nope = _save_model(tmp_path / "nope-run", vocab, {"type": "nope"})
+    rope = _save_model(tmp_path / "rope-run", vocab, {"type": "rope"})
+    out = tmp_path / "out"
+    argv = ["--checkpoint", f"{nope},{rope}", "--data", str(corpus), "--lengths", "8"]
+    argv += ["--out", str(out), "--device", "cpu", "--max-tokens", "32"]
+    run_eval_command([*argv, "--rope-scaling", '{"kind": "linear", "factor": 2}'])
+    report = json.loads((out / "eval.json").read_text())
+    assert [r["name"] for r in report["runs"]] == ["nope-run", "rope-run", "rope-run+linear"]
+
+
 def test_eval_with_yarn_row(corpus, tmp_path, capsys):
     vocab = load_split(corpus, "val").vocab_size
     run = _save_model(tmp_path / "rope-run", vocab, {"type": "rope"}, seq_len=16)
@@ -101,7 +109,7 @@ def test_user_errors_are_one_line(corpus, tmp_path, capsys):
                 "--rope-scaling",
                 '{"kind": "linear", "factor": 2}',
             ],
-            "--rope-scaling needs RoPE models",
+            "none of the checkpoints uses RoPE",
         ),
         (
             [

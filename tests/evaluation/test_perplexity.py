@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 
 import numpy as np
@@ -118,10 +117,6 @@ def test_bad_arguments(kwargs, message, make_split, stand_in_model):
         evaluate_lengths(stand_in_model(V), split, **{"batch_size": 2, **kwargs})
 
 
-@pytest.mark.skipif(
-    "segment_ids" not in inspect.signature(LanguageModel.forward).parameters,
-    reason="LanguageModel.forward has no segment_ids yet",
-)
 @pytest.mark.parametrize(("mixer", "rotary"), [("attention", "rope"), ("gla", "selective")])
 def test_real_language_model_equals_the_hand_loop(mixer, rotary, make_split):
     split = make_split([3, 10, 1, 20, 6, 2, 9], V, seed=3)

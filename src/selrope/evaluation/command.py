@@ -8,8 +8,9 @@ and/or BLiMP and PIQA through lm-evaluation-harness.
         --out DIR [--limit N] [--batch-size N] [--device ...] [--name NAME,...]
 
 Perplexity writes ``eval.json``, ``eval.md``, ``ppl_vs_length.png`` and ``loss_vs_position.png``
-into ``--out``. With ``--rope-scaling`` every (RoPE) model is evaluated a second time, rebuilt
-with that context extension and the same weights, as a row named ``<name>+<kind>``.
+into ``--out``. With ``--rope-scaling`` every RoPE model (the others are left as they are) is
+evaluated a second time, rebuilt with that context extension and the same weights, as a row named
+``<name>+<kind>``.
 ``--tasks`` (extras hf + eval; offline, see ``selrope.evaluation.harness``) writes the task
 configs into ``--out/tasks/``, lm-eval's results per model into ``harness.json`` and a table into
 ``harness.md``; each checkpoint needs its corpus ``tokenizer.json`` beside the weights.
@@ -117,14 +118,11 @@ def _plan(args: argparse.Namespace) -> list[_Planned]:
     for run, name in zip(runs, names, strict=True):
         model_dir = model_directory(run)
         planned.append(_Planned(name, model_dir, None))
-        if scaling is not None:
-            rotary_type = _saved_config(model_dir).get("rotary", {}).get("type")
-            if rotary_type != "rope":
-                raise ValueError(
-                    f"--rope-scaling needs RoPE models; checkpoint {run!r} has rotary type "
-                    f"{rotary_type!r}"
-                )
+        # The extended row goes beside each RoPE model; other position encodings have no scaling.
+        if scaling is not None and _saved_config(model_dir).get("rotary", {}).get("type") == "rope":
             planned.append(_Planned(f"{name}+{scaling['kind']}", model_dir, scaling))
+    if scaling is not None and len(planned) == len(runs):
+        raise ValueError("--rope-scaling needs RoPE models; none of the checkpoints uses RoPE")
     return planned
 
 
