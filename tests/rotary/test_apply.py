@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from selrope.rotary import apply_rotary
+from selrope.rotary import apply_rotary, apply_rotary_qk
 
 
 def reference_rotary(x: torch.Tensor, theta: torch.Tensor, interleaved: bool) -> torch.Tensor:
@@ -132,3 +132,27 @@ def test_saves_only_x_and_theta_for_backward():
 def test_bad_inputs(x, theta, error, match):
     with pytest.raises(error, match=match):
         apply_rotary(x, theta)
+
+
+@pytest.mark.parametrize("theta_shape", [(2, 5, 3, 4), (1, 5, 1, 4)])
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_apply_rotary_qk_equals_two_apply_rotary(theta_shape, interleaved):
+    """Sharing cos/sin between q and k changes nothing: values and every gradient."""
+    g = torch.Generator().manual_seed(11)
+    q, k = (torch.randn(2, 5, 3, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    theta = torch.randn(theta_shape, generator=g, dtype=torch.float64)
+    leaves = [q.requires_grad_(), k.requires_grad_(), theta.requires_grad_()]
+    joint = apply_rotary_qk(q, k, theta, interleaved)
+    separate = (apply_rotary(q, theta, interleaved), apply_rotary(k, theta, interleaved))
+    weights = [torch.randn(q.shape, generator=g, dtype=torch.float64) for _ in range(2)]
+    for got, want in zip(joint, separate, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    got = torch.autograd.grad(
+        sum((o * w).sum() for o, w in zip(joint, weights, strict=True)), leaves
+    )
+    want = torch.autograd.grad(
+        sum((o * w).sum() for o, w in zip(separate, weights, strict=True)), leaves
+    )
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *a: apply_rotary_qk(*a, interleaved), tuple(leaves))

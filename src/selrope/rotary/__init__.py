@@ -4,7 +4,7 @@ Every embedding has ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)`
 """
 
 from selrope.rotary.absolute import LearnedPositionEmbedding, SinusoidalPositionEmbedding
-from selrope.rotary.apply import apply_rotary
+from selrope.rotary.apply import apply_rotary, apply_rotary_qk
 from selrope.rotary.base import CumulativeRotaryEmbedding, RotaryEmbedding
 from selrope.rotary.carope import CARoPE, CARoPEState, rope_init_bias
 from selrope.rotary.config import (
@@ -47,6 +47,7 @@ __all__ = [
     "SelectiveRoPEState",
     "SinusoidalPositionEmbedding",
     "apply_rotary",
+    "apply_rotary_qk",
     "build_rotary",
     "cumulative_angles",
     "cumulative_rotary",

@@ -44,41 +44,57 @@ def _cos_sin(theta: torch.Tensor, compute: torch.dtype) -> tuple[torch.Tensor, t
 
 
 class _RotaryFunction(torch.autograd.Function):
-    """Rotation with a hand-written backward that recomputes cos/sin.
+    """Rotation of one or more tensors (q and k) by the same angles, with a hand-written
+    backward that recomputes cos/sin.
 
-    Saved for backward: ``x`` (in its own dtype) and ``theta`` (float32/float64), nothing of size
-    ``(B, T, H, R)`` in float32 beyond theta itself; cos and sin are recomputed in backward, which
-    costs two elementwise transcendental ops and saves two angle-sized float32 tensors per call.
+    ``apply(theta, interleaved, *xs) -> tuple of rotated xs``. Saved for backward: the xs (in
+    their own dtype) and ``theta`` once, nothing of size ``(B, T, H, R)`` in float32 beyond theta
+    itself; cos and sin are computed once per call in forward and once in backward (for q and k
+    together), which costs two elementwise transcendental ops and saves two angle-sized float32
+    tensors per call.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, theta: torch.Tensor, interleaved: bool) -> torch.Tensor:
-        ctx.save_for_backward(x, theta)
+    def forward(ctx, theta: torch.Tensor, interleaved: bool, *xs: torch.Tensor):
+        ctx.save_for_backward(theta, *xs)
         ctx.interleaved = interleaved
-        compute = _compute_dtype(x)
+        compute = _compute_dtype(xs[0])
         cos, sin = _cos_sin(theta, compute)
-        first, second = _split(x.to(compute), interleaved)
-        return _merge(*_rotate_pairs(first, second, cos, sin), interleaved).to(x.dtype)
+        return tuple(
+            _merge(*_rotate_pairs(*_split(x.to(compute), interleaved), cos, sin), interleaved).to(
+                x.dtype
+            )
+            for x in xs
+        )
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        x, theta = ctx.saved_tensors
+    def backward(ctx, *grad_outs: torch.Tensor):
+        theta, *xs = ctx.saved_tensors
         interleaved = ctx.interleaved
-        compute = _compute_dtype(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        compute = _compute_dtype(xs[0])
+        grad_xs: list[torch.Tensor | None] = [None] * len(xs)
+        grad_angle = None
+        with torch.autocast(device_type=theta.device.type, enabled=False):
             cos, sin = _cos_sin(theta, compute)
-            grad_first, grad_second = _split(grad_out.to(compute), interleaved)
-            grad_x = grad_theta = None
-            if ctx.needs_input_grad[0]:
-                # The transpose of a rotation is the rotation by -theta.
-                rotated_back = _rotate_pairs(grad_first, grad_second, cos, -sin)
-                grad_x = _merge(*rotated_back, interleaved).to(x.dtype)
-            if ctx.needs_input_grad[1]:
-                # d/dtheta (a cos - b sin, a sin + b cos) = (-(a sin + b cos), a cos - b sin).
-                out_first, out_second = _rotate_pairs(*_split(x.to(compute), interleaved), cos, sin)
-                grad_angle = grad_second * out_first - grad_first * out_second
-                grad_theta = grad_angle.sum_to_size(theta.shape).to(theta.dtype)
-        return grad_x, grad_theta, None
+            for index, (x, grad_out) in enumerate(zip(xs, grad_outs, strict=True)):
+                if grad_out is None:
+                    continue
+                grad_first, grad_second = _split(grad_out.to(compute), interleaved)
+                if ctx.needs_input_grad[2 + index]:
+                    # The transpose of a rotation is the rotation by -theta.
+                    rotated_back = _rotate_pairs(grad_first, grad_second, cos, -sin)
+                    grad_xs[index] = _merge(*rotated_back, interleaved).to(x.dtype)
+                if ctx.needs_input_grad[0]:
+                    # d/dtheta (a cos - b sin, a sin + b cos) = (-(a sin + b cos), a cos - b sin).
+                    out_first, out_second = _rotate_pairs(
+                        *_split(x.to(compute), interleaved), cos, sin
+                    )
+                    term = grad_second * out_first - grad_first * out_second
+                    grad_angle = term if grad_angle is None else grad_angle.add_(term)
+        grad_theta = None
+        if grad_angle is not None:
+            grad_theta = grad_angle.sum_to_size(theta.shape).to(theta.dtype)
+        return grad_theta, None, *grad_xs
 
 
 def apply_rotary(x: torch.Tensor, theta: torch.Tensor, interleaved: bool = False) -> torch.Tensor:
@@ -101,6 +117,27 @@ def apply_rotary(x: torch.Tensor, theta: torch.Tensor, interleaved: bool = False
     Returns:
         ``(B, T, H, D)`` rotated x, in x's dtype.
     """
+    _check(x, theta)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _RotaryFunction.apply(theta, interleaved, x)[0]
+
+
+def apply_rotary_qk(
+    q: torch.Tensor, k: torch.Tensor, theta: torch.Tensor, interleaved: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(apply_rotary(q, theta), apply_rotary(k, theta))`` with cos/sin computed once for both
+    (in forward and in backward); same values, shapes and gradients. q and k: ``(B, T, H, D)``
+    of one dtype."""
+    _check(q, theta)
+    _check(k, theta)
+    if k.dtype != q.dtype:
+        raise TypeError(f"k must have the dtype of q ({q.dtype}); got {k.dtype}")
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return _RotaryFunction.apply(theta, interleaved, q, k)
+
+
+def _check(x: torch.Tensor, theta: torch.Tensor) -> None:
+    """Raise TypeError/ValueError unless x is ``(B, T, H, D)`` and theta fits it."""
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor; got {getattr(x, 'dtype', type(x))}")
     if not torch.is_tensor(theta) or theta.dtype not in (torch.float32, torch.float64):
@@ -121,5 +158,3 @@ def apply_rotary(x: torch.Tensor, theta: torch.Tensor, interleaved: bool = False
             f"theta must have shape (B or 1, T, H or 1, D/2) = ({B} or 1, {T}, {H} or 1, "
             f"{D // 2}); got {tuple(theta.shape)}"
         )
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return _RotaryFunction.apply(x, theta, interleaved)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selrope.ops.segments import check_segment_ids
-from selrope.rotary.apply import apply_rotary
+from selrope.rotary.apply import apply_rotary_qk
 from selrope.rotary.cumulative import cumulative_angles
 from selrope.rotary.fused import Backend, cumulative_rotary
 
@@ -140,11 +140,7 @@ class RotaryEmbedding(nn.Module):
             check_segment_ids(segment_ids, q.shape[0], q.shape[1])
         with torch.autocast(device_type=q.device.type, enabled=False):
             theta, new_state = self.angles(x, state, angle_dtype(q), segment_ids)
-        return (
-            apply_rotary(q, theta, self.interleaved),
-            apply_rotary(k, theta, self.interleaved),
-            new_state,
-        )
+        return (*apply_rotary_qk(q, k, theta, self.interleaved), new_state)
 
 
 class CumulativeRotaryEmbedding(RotaryEmbedding):

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from selrope.rotary.apply import apply_rotary
+from selrope.rotary.apply import apply_rotary_qk
 from selrope.rotary.cumulative import cumulative_angles, wrap_angles
 
 Backend = Literal["torch", "triton"]
@@ -104,7 +104,7 @@ def cumulative_rotary(
     if backend != "torch":
         raise ValueError(f"backend must be one of (None, 'torch', 'triton'); got {backend!r}")
     theta, final_phase = cumulative_angles(increments, frequencies, initial_phase, segment_ids)
-    return apply_rotary(q, theta, interleaved), apply_rotary(k, theta, interleaved), final_phase
+    return (*apply_rotary_qk(q, k, theta, interleaved), final_phase)
 
 
 def rope_rotary(
@@ -146,7 +146,7 @@ def rope_rotary(
         raise ValueError(f"backend must be one of (None, 'torch', 'triton'); got {backend!r}")
     positions = offset[:, None] + torch.arange(q.shape[1], device=q.device)  # (B, T) exact
     theta = wrap_angles(positions.to(torch.float64)[:, :, None, None], frequencies, _angle(q))
-    return apply_rotary(q, theta, interleaved), apply_rotary(k, theta, interleaved)
+    return apply_rotary_qk(q, k, theta, interleaved)
 
 
 def _angle(q: torch.Tensor) -> torch.dtype:
