@@ -80,16 +80,15 @@ class _RotaryFunction(torch.autograd.Function):
                 if grad_out is None:
                     continue
                 grad_first, grad_second = _split(grad_out.to(compute), interleaved)
+                # The transpose of a rotation is the rotation by -theta.
+                back_first, back_second = _rotate_pairs(grad_first, grad_second, cos, -sin)
                 if ctx.needs_input_grad[2 + index]:
-                    # The transpose of a rotation is the rotation by -theta.
-                    rotated_back = _rotate_pairs(grad_first, grad_second, cos, -sin)
-                    grad_xs[index] = _merge(*rotated_back, interleaved).to(x.dtype)
+                    grad_xs[index] = _merge(back_first, back_second, interleaved).to(x.dtype)
                 if ctx.needs_input_grad[0]:
-                    # d/dtheta (a cos - b sin, a sin + b cos) = (-(a sin + b cos), a cos - b sin).
-                    out_first, out_second = _rotate_pairs(
-                        *_split(x.to(compute), interleaved), cos, sin
-                    )
-                    term = grad_second * out_first - grad_first * out_second
+                    # dL/dtheta = cross(out, grad) = g2 out1 - g1 out2; a rotation keeps the 2-D
+                    # cross product, so it equals cross(x, R(-theta) grad): no need to rebuild out.
+                    first, second = _split(x.to(compute), interleaved)
+                    term = back_second * first - back_first * second
                     grad_angle = term if grad_angle is None else grad_angle.add_(term)
         grad_theta = None
         if grad_angle is not None:
