@@ -26,11 +26,17 @@ def _merge(first: torch.Tensor, second: torch.Tensor, interleaved: bool) -> torc
     return torch.cat((first, second), dim=-1)
 
 
-def _rotate_pairs(
-    first: torch.Tensor, second: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a, b) -> (a cos - b sin, a sin + b cos)``, i.e. ``(a + ib) * e^{i theta}``."""
-    return first * cos - second * sin, first * sin + second * cos
+def _rotated(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool = False
+) -> torch.Tensor:
+    """``(a, b) -> (a cos - b sin, a sin + b cos)`` per pair (by -theta when ``inverse``), in
+    cos's dtype: a product and a fused multiply-add per half (``out=`` into the halves would
+    save the concatenation but breaks torch.compile graphs)."""
+    first, second = _split(x.to(cos.dtype), interleaved)
+    sign = 1.0 if inverse else -1.0
+    out_first = torch.addcmul(first * cos, second, sin, value=sign)
+    out_second = torch.addcmul(second * cos, first, sin, value=-sign)
+    return _merge(out_first, out_second, interleaved)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -60,12 +66,7 @@ class _RotaryFunction(torch.autograd.Function):
         ctx.interleaved = interleaved
         compute = _compute_dtype(xs[0])
         cos, sin = _cos_sin(theta, compute)
-        return tuple(
-            _merge(*_rotate_pairs(*_split(x.to(compute), interleaved), cos, sin), interleaved).to(
-                x.dtype
-            )
-            for x in xs
-        )
+        return tuple(_rotated(x, cos, sin, interleaved).to(x.dtype) for x in xs)
 
     @staticmethod
     def backward(ctx, *grad_outs: torch.Tensor):
@@ -79,17 +80,20 @@ class _RotaryFunction(torch.autograd.Function):
             for index, (x, grad_out) in enumerate(zip(xs, grad_outs, strict=True)):
                 if grad_out is None:
                     continue
-                grad_first, grad_second = _split(grad_out.to(compute), interleaved)
                 # The transpose of a rotation is the rotation by -theta.
-                back_first, back_second = _rotate_pairs(grad_first, grad_second, cos, -sin)
+                rotated_back = _rotated(grad_out, cos, sin, interleaved, inverse=True)
                 if ctx.needs_input_grad[2 + index]:
-                    grad_xs[index] = _merge(back_first, back_second, interleaved).to(x.dtype)
+                    grad_xs[index] = rotated_back.to(x.dtype)
                 if ctx.needs_input_grad[0]:
                     # dL/dtheta = cross(out, grad) = g2 out1 - g1 out2; a rotation keeps the 2-D
                     # cross product, so it equals cross(x, R(-theta) grad): no need to rebuild out.
                     first, second = _split(x.to(compute), interleaved)
-                    term = back_second * first - back_first * second
-                    grad_angle = term if grad_angle is None else grad_angle.add_(term)
+                    back_first, back_second = _split(rotated_back, interleaved)
+                    if grad_angle is None:
+                        grad_angle = torch.mul(back_second, first)
+                    else:
+                        grad_angle.addcmul_(back_second, first)
+                    grad_angle.addcmul_(back_first, second, value=-1.0)
         grad_theta = None
         if grad_angle is not None:
             grad_theta = grad_angle.sum_to_size(theta.shape).to(theta.dtype)
