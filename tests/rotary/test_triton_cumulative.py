@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -184,3 +185,13 @@ def test_rope_through_the_kernel(kernel, T):
         assert new_state.offset.tolist() == [3 + T, 999_983 + T]
     for got, want in zip(results["triton"], results["torch"], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_kernel_on_cuda_is_opt_in(monkeypatch):
+    """On CUDA tensors the kernel is chosen only with SELROPE_TRITON=1 (read on every call)."""
+    cuda_like = SimpleNamespace(is_cuda=True, dtype=torch.float32)
+    monkeypatch.delenv("SELROPE_TRITON", raising=False)
+    assert choose_backend(cuda_like, None) == "torch"
+    monkeypatch.setenv("SELROPE_TRITON", "1")
+    assert choose_backend(cuda_like, None) == "triton"
+    assert choose_backend(cuda_like, None, segment_ids=torch.zeros(1, 1)) == "torch"
