@@ -40,17 +40,7 @@ def memory_mib(step: Callable, device: torch.device, exclude: set[int]) -> float
 
 def time_ms(step: Callable, device: torch.device, repeats: int) -> float:
     """Median wall time of ``step()`` in ms over ``repeats`` runs, after one warm-up run."""
-    step()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return time_ms_interleaved({"step": step}, device, repeats)["step"]
 
 
 def time_ms_interleaved(

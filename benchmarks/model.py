@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from measure import time_ms_interleaved
 
 from selrope.models import LanguageModel, LMConfig, lm_loss
 from selrope.rotary import SELECTIVE_LM_RECIPE
@@ -65,37 +64,23 @@ def make_step(mixer: str, position: str, args: argparse.Namespace, device: torch
     return step
 
 
-def timed(step, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
     rows = []
     for mixer in args.mixers:
         steps = {position: make_step(mixer, position, args, device) for position in POSITIONS}
-        for step in steps.values():  # warm-up (allocator, denormals, autotuning)
+        for step in steps.values():  # a first step (allocator, denormals, autotuning)
             step()
-            step()
-        seconds: dict[str, list[float]] = {position: [] for position in steps}
-        for _ in range(args.repeats):
-            for position, step in steps.items():
-                seconds[position].append(timed(step, device))
+        milliseconds = time_ms_interleaved(steps, device, args.repeats)
         tokens = args.batch * args.seq_len
-        rope = tokens / statistics.median(seconds["rope"])
-        for position, times in seconds.items():
-            rate = tokens / statistics.median(times)
+        rope = tokens / milliseconds["rope"]
+        for position, ms in milliseconds.items():
+            rate = tokens / ms
             rows.append(
                 {
                     "mixer": mixer,
                     "position": position,
-                    "step_ms": round(1000 * statistics.median(times), 1),
-                    "tokens_per_s": round(rate),
+                    "step_ms": round(ms, 1),
+                    "tokens_per_s": round(1000 * rate),
                     "vs_rope": round(rate / rope, 2),
                 }
             )
