@@ -206,3 +206,23 @@ def test_early_stop_and_resume_of_a_finished_run(tmp_path, parity_task):
     again = train(CopyLM(5), task, cfg, resume=True, progress=False)
     assert again["step"] == final["step"] and again["stopped_early"]
     assert again["tests"][6]["sequence_accuracy"] == final["tests"][6]["sequence_accuracy"]
+
+
+def test_denormals_are_flushed_while_training_and_restored_after(tmp_path, parity_task):
+    tiny = torch.tensor(1e-40)  # a float32 denormal: reads as zero while they are flushed
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(1, 2)
+            self.flushed = []
+
+        def forward(self, input_ids):
+            self.flushed.append(bool(tiny * 1.0 == 0))
+            return self.head(input_ids.unsqueeze(-1).float())
+
+    probe = Probe()
+    assert not bool(tiny * 1.0 == 0)
+    train(probe, parity_task, config(tmp_path, steps=4), progress=False)
+    assert probe.flushed and all(probe.flushed)
+    assert not bool(tiny * 1.0 == 0)  # hypothesis and numpy need IEEE denormals back
