@@ -114,6 +114,18 @@ class RotaryEmbedding(nn.Module):
         """
         raise NotImplementedError
 
+    def check_inputs(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        x: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+    ) -> None:
+        """Raise TypeError/ValueError unless q, k, x (and segment_ids) fit this module."""
+        check_qkx(q, k, x, self.num_heads, self.head_dim, self.model_dim)
+        if segment_ids is not None:
+            check_segment_ids(segment_ids, q.shape[0], q.shape[1])
+
     def forward(
         self,
         q: torch.Tensor,
@@ -135,9 +147,7 @@ class RotaryEmbedding(nn.Module):
         Returns:
             ``(q_rot, k_rot, new_state)``: q_rot, k_rot ``(B, T, H, D)`` in q's dtype.
         """
-        check_qkx(q, k, x, self.num_heads, self.head_dim, self.model_dim)
-        if segment_ids is not None:
-            check_segment_ids(segment_ids, q.shape[0], q.shape[1])
+        self.check_inputs(q, k, x, segment_ids)
         with torch.autocast(device_type=q.device.type, enabled=False):
             theta, new_state = self.angles(x, state, angle_dtype(q), segment_ids)
         return (*apply_rotary_qk(q, k, theta, self.interleaved), new_state)
@@ -192,9 +202,7 @@ class CumulativeRotaryEmbedding(RotaryEmbedding):
         segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """As ``RotaryEmbedding.forward``, through ``cumulative_rotary``."""
-        check_qkx(q, k, x, self.num_heads, self.head_dim, self.model_dim)
-        if segment_ids is not None:
-            check_segment_ids(segment_ids, q.shape[0], q.shape[1])
+        self.check_inputs(q, k, x, segment_ids)
         with torch.autocast(device_type=q.device.type, enabled=False):
             increments, frequencies, initial_phase, rest = self.phase_inputs(
                 x, state, angle_dtype(q), segment_ids
