@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from selrope.evaluation import EvaluatedRun, write_report
-from selrope.evaluation.report import moving_average
+from selrope.evaluation.report import moving_average, variant_name
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -83,3 +84,16 @@ def test_moving_average():
     positions, averages = moving_average(np.array([1.0, 3.0]), 10)
     np.testing.assert_array_equal(positions, [1])
     np.testing.assert_allclose(averages, [2.0])
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [
+        ("attention-rope-s1", "attention-rope"),
+        ("attention-rope-s12+yarn", "attention-rope+yarn"),
+        ("gla-selective", "gla-selective"),
+        ("my-s1-run", "my-s1-run"),
+    ],
+)
+def test_variant_name_drops_only_a_trailing_seed(name, variant):
+    assert variant_name(name) == variant

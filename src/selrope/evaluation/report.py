@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,19 +106,50 @@ def moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
     return np.arange(window - 1, len(values)), averages
 
 
+def variant_name(run_name: str) -> str:
+    """The name of a run without its seed: "attention-rope-s1+yarn" -> "attention-rope+yarn"."""
+    return re.sub(r"-s\d+(?=\+|$)", "", run_name)
+
+
+def _by_variant(runs: list[EvaluatedRun]) -> dict[str, list[EvaluatedRun]]:
+    """Runs grouped by ``variant_name``, in first-seen order."""
+    groups: dict[str, list[EvaluatedRun]] = {}
+    for run in runs:
+        groups.setdefault(variant_name(run.name), []).append(run)
+    return groups
+
+
+def _colors(count: int) -> list[Any]:
+    """``count`` distinct colours (tab10, or tab20 beyond ten)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(count)]
+
+
+def _label(variant: str, members: list[EvaluatedRun]) -> str:
+    return variant if len(members) == 1 else f"{variant} (mean of {len(members)} seeds, range)"
+
+
 def _mark_training_lengths(axes: Any, runs: list[EvaluatedRun]) -> None:
     """A grey dotted vertical line at each distinct known training length."""
     by_length: dict[int, list[str]] = {}
     for run in runs:
         if run.train_length:
-            by_length.setdefault(run.train_length, []).append(run.name)
+            by_length.setdefault(run.train_length, []).append(variant_name(run.name))
     for length, names in sorted(by_length.items()):
-        who = "" if len(by_length) == 1 else f": {', '.join(names)}"
+        who = "" if len(by_length) == 1 else f": {', '.join(dict.fromkeys(names))}"
         axes.axvline(length, color="0.4", linestyle=":", label=f"training length ({length}{who})")
 
 
+def _finish(figure: Any, axes: Any, path: Path) -> None:
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    figure.savefig(path, dpi=120)
+
+
 def plot_perplexity(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> None:
-    """``ppl_vs_length.png``: perplexity against evaluation length, one line per model."""
+    """``ppl_vs_length.png``: perplexity against evaluation length, one line per model (the mean
+    over seeds, with a band from the lowest to the highest seed)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import (
         FixedLocator,
@@ -127,12 +159,15 @@ def plot_perplexity(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) 
         ScalarFormatter,
     )
 
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    figure = Figure(figsize=(9.5, 4.8), layout="constrained")
     axes = figure.add_subplot()
-    for run in runs:
-        lengths = sorted(run.results)
-        perplexities = [run.results[n]["perplexity"] for n in lengths]
-        axes.plot(lengths, perplexities, marker="o", label=run.name)
+    groups = _by_variant(runs)
+    for color, (variant, members) in zip(_colors(len(groups)), groups.items(), strict=True):
+        lengths = sorted(members[0].results)
+        values = np.array([[run.results[n]["perplexity"] for n in lengths] for run in members])
+        axes.plot(lengths, values.mean(0), marker="o", color=color, label=_label(variant, members))
+        if len(members) > 1:
+            axes.fill_between(lengths, values.min(0), values.max(0), color=color, alpha=0.2)
     _mark_training_lengths(axes, runs)
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_locator(FixedLocator(sorted(meta["lengths"])))
@@ -149,30 +184,31 @@ def plot_perplexity(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) 
         f"{meta['scored_tokens']:,} tokens at every length)"
     )
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.savefig(path, dpi=120)
+    _finish(figure, axes, path)
 
 
 def plot_loss_by_position(path: Path, runs: list[EvaluatedRun]) -> None:
-    """``loss_vs_position.png``: smoothed loss at each position of each model's longest windows,
-    with the training length (when known) as a dotted vertical line."""
+    """``loss_vs_position.png``: smoothed loss at each position of each model's longest windows
+    (mean over seeds), with the training length (when known) as a dotted vertical line."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    figure = Figure(figsize=(9.5, 4.8), layout="constrained")
     axes = figure.add_subplot()
     longest = max(max(run.results) for run in runs)
     window = max(1, longest // 16)
-    for run in runs:
-        result = run.results[max(run.results)]
-        positions, averages = moving_average(np.asarray(result["loss_by_position"]), window)
-        axes.plot(positions, averages, label=f"{run.name} (windows of {result['length']})")
+    groups = _by_variant(runs)
+    for color, (variant, members) in zip(_colors(len(groups)), groups.items(), strict=True):
+        length = max(members[0].results)
+        losses = np.mean([run.results[length]["loss_by_position"] for run in members], axis=0)
+        positions, averages = moving_average(losses, window)
+        label = f"{_label(variant, members).replace(', range', '')}, windows of {length}"
+        axes.plot(positions, averages, color=color, label=label)
     _mark_training_lengths(axes, runs)
     axes.set_xlabel("position in the window (tokens)")
     axes.set_ylabel("loss (nats per token)")
     axes.set_title(f"Loss vs position (trailing moving average over {window} positions)")
     axes.grid(True, alpha=0.3)
-    axes.legend()
-    figure.savefig(path, dpi=120)
+    _finish(figure, axes, path)
 
 
 def write_report(out_dir: str | Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> list[Path]:
