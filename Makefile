@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/selrope demo --out runs/demo
+	$(BIN)/selrope demo --out runs/demo --overwrite
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks
@@ -26,3 +26,4 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/rotary.py
 	$(BIN)/python benchmarks/mixers.py
+	$(BIN)/python benchmarks/model.py
