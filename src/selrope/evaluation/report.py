@@ -36,7 +36,12 @@ class EvaluatedRun:
     results: dict[int, dict[str, Any]]
 
 
-def _rotary_label(rotary: dict[str, Any]) -> str:
+def _position_label(config: dict[str, Any]) -> str:
+    """The model's position encoding: its rotary type (with a scaling), or an absolute one."""
+    absolute = config.get("absolute_position", "none")
+    if absolute != "none":
+        return f"{absolute} absolute"
+    rotary = config["rotary"]
     scaling = rotary.get("scaling")
     label = rotary.get("type", "?")
     return f"{label} ({scaling['kind']} x{scaling['factor']:g})" if scaling else label
@@ -69,7 +74,7 @@ def write_json(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> No
 def write_markdown(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> None:
     """``eval.md``: one row per model, perplexity at each length, and the tokens scored."""
     lengths = meta["lengths"]
-    header = ["model", "mixer", "rotary", "params", "train L"]
+    header = ["model", "mixer", "position", "params", "train L"]
     header += [f"ppl @ {length}" for length in lengths] + ["tokens scored"]
     lines = [
         "# Perplexity vs evaluation length",
@@ -84,7 +89,7 @@ def write_markdown(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -
         cells = [
             run.name,
             _mixer_label(run.config["mixer"]),
-            _rotary_label(run.config["rotary"]),
+            _position_label(run.config),
             f"{run.n_parameters:,}",
             str(run.train_length or "?"),
         ]
