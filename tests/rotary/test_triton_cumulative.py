@@ -22,28 +22,16 @@ pytestmark = pytest.mark.skipif(
     reason="triton is not installed (the `gpu` extra): the fused kernel cannot be tested",
 )
 
-if not torch.cuda.is_available():
-    # Triton's interpreter must be on before anything imports triton.language (torch._dynamo
-    # does, e.g. in test_compile.py): set it while this file is collected, before any test runs.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 
 @pytest.fixture(scope="module")
 def kernel():
-    """The kernel module and the device to test it on (CPU: Triton's interpreter)."""
+    """The kernel module and the device to test it on (CPU: Triton's interpreter, switched on by
+    tests/conftest.py before anything imports triton)."""
     module = importlib.import_module("selrope.rotary.triton_cumulative")
     if torch.cuda.is_available():
         return module, "cuda"
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("no GPU and TRITON_INTERPRET is not 1: the kernel cannot run")
-    q, increments = torch.randn(1, 3, 1, 4), torch.rand(1, 3, 1, 2)
-    try:
-        module.FusedCumulativeRotary.apply(q, q, increments, None, None, 16)
-    except Exception as error:  # triton imported before the interpreter was switched on
-        pytest.skip(
-            f"Triton's interpreter cannot run here ({type(error).__name__}); run this file in a "
-            "fresh process or with TRITON_INTERPRET=1 in the environment"
-        )
     return module, "cpu"
 
 
