@@ -428,7 +428,10 @@ def _train(
                         }
                     )
             main_accuracy = last_eval[main_length]["sequence_accuracy"]
-            postfix[f"acc@{main_length}"] = f"{main_accuracy:.3f}"
+            if data.name == "lm":  # sequence accuracy means nothing for free text
+                postfix[f"ppl@{main_length}"] = f"{last_eval[main_length]['perplexity']:.2f}"
+            else:
+                postfix[f"acc@{main_length}"] = f"{main_accuracy:.3f}"
             bar.set_postfix(postfix)
             if show:
                 summary = "  ".join(
