@@ -228,8 +228,10 @@ def command_demo(argv: list[str]) -> None:
     from selrope.demo import run_demo
 
     parser = _Parser(prog="selrope demo")
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="parallel runs (default: one per core)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo's files")
     args = parser.parse_args(argv)
     run_demo(args.out, args.workers, args.overwrite)
@@ -245,7 +247,7 @@ def command_theory(argv: list[str]) -> None:
     from selrope.analysis.theory import theory_report
 
     parser = _Parser(prog="selrope theory")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws (0)")
     print(theory_report(parser.parse_args(argv).seed))
 
 
@@ -260,9 +262,17 @@ def command_data(argv: list[str]) -> None:
     source.add_argument("--input", nargs="+", metavar="PATH", help="text/.jsonl files, folders")
     source.add_argument("--default", action="store_true", help="the CPython stdlib's .py files")
     prepare.add_argument("--tokenizer", required=True, help="byte | bpe:VOCAB")
-    prepare.add_argument("--out", required=True, metavar="DIR")
+    prepare.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for the token streams and manifest"
+    )
     held_out = prepare.add_mutually_exclusive_group()
-    held_out.add_argument("--val-fraction", type=float, default=argparse.SUPPRESS, metavar="F")
+    held_out.add_argument(
+        "--val-fraction",
+        type=float,
+        default=argparse.SUPPRESS,
+        metavar="F",
+        help="share of documents held out for validation (default 0.05)",
+    )
     held_out.add_argument(
         "--val-documents",
         type=lambda text: [pattern for pattern in text.split(",") if pattern],
@@ -270,7 +280,9 @@ def command_data(argv: list[str]) -> None:
         metavar="GLOB[,GLOB]",
         help="fnmatch patterns on document names",
     )
-    prepare.add_argument("--seed", type=int, default=argparse.SUPPRESS)
+    prepare.add_argument(
+        "--seed", type=int, default=argparse.SUPPRESS, help="seed of the document split (0)"
+    )
     options = vars(parser.parse_args(argv))
     options.pop("action")
     try:

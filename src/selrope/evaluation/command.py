@@ -1,5 +1,5 @@
-"""``selrope eval``: perplexity of saved models at several context lengths on a prepared split,
-and/or BLiMP and PIQA through lm-evaluation-harness.
+"""``selrope eval``: perplexity of saved models at several context lengths on a prepared
+split, and/or BLiMP and PIQA through lm-evaluation-harness.
 
     selrope eval --checkpoint RUN[,RUN...] --data DIR --lengths 256,512,1024,2048 --out DIR
         [--split val] [--batch-size N] [--max-tokens N] [--device cpu|cuda|auto]
@@ -47,15 +47,20 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``selrope eval`` argument parser (errors exit via ``fail``)."""
-    parser = _Parser(prog="selrope eval", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="selrope eval", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--checkpoint", required=True, help="RUN[,RUN...]: model dirs or runs")
     parser.add_argument("--data", default=None, help="a directory from `selrope data prepare`")
     parser.add_argument("--lengths", default=None, help="context lengths, e.g. 256,512,1024")
     parser.add_argument("--out", required=True, help="where the report goes")
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--split", default="val", help="split of --data to score (val)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--max-tokens", type=int, default=None, help="cap on scored tokens")
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="auto",
+        help="where to run (auto: cuda when available)",
+    )
     parser.add_argument(
         "--rope-scaling",
         default=None,
