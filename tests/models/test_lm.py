@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import MIXERS, ROTARIES, tiny_model
 
 from selrope.models import LanguageModel, LMConfig, lm_loss
-from selrope.rotary import SELECTIVE_LM_RECIPE
 
-ROTARIES = {
-    "nope": {"type": "nope"},
-    "rope": {"type": "rope"},
-    "carope": {"type": "carope"},
-    "selective": SELECTIVE_LM_RECIPE,
-}
-MIXERS = ["attention", "gla", "gdn"]
 # The CUDA tests at the end run the same code on a GPU machine; CI is CPU-only.
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def tiny_model(mixer: str, rotary: dict, seed: int = 0, **overrides) -> LanguageModel:
-    torch.manual_seed(seed)
-    config = LMConfig(
-        vocab_size=23,
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        mixer=mixer,
-        rotary=rotary,
-        chunk_size=8,
-        **overrides,
-    )
-    model = LanguageModel(config)
-    # Move every parameter off its initial value so that no path is trivially zero or identity.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
 
 
 @pytest.mark.parametrize("rotary", list(ROTARIES))
