@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from selrope.ops.fla_backend import fla_chunk_gated_delta_rule, use_fla
 from selrope.ops.recurrence import (
     check_log_decay,
     check_sequence,
@@ -131,17 +132,18 @@ def chunk_gated_delta_rule(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated delta rule in chunked WY/UT form; equal to the recurrent form up to round-off.
 
-    Within a chunk of C tokens starting from state S, write the update as
-    ``S_t = e^{g_t} S_{t-1} + k_t u_t^T`` with ``u_t = beta_t (v_t - e^{g_t} S_{t-1}^T k_t)``.
-    Unrolling gives a unit lower-triangular system ``(I + A) U = beta V - beta e^{G} K S`` with
-    ``A_tj = beta_t e^{G_t - G_j} k_t . k_j`` (j < t) and G the in-chunk cumulative log decay. One
-    batched ``solve_triangular`` over all chunks gives ``U = W_v - W_k S``; a short loop over
-    chunks then carries S. All exponentials have non-positive arguments (pairwise decays are
-    masked before ``exp``), so strong decays are safe. Packed documents (``segment_ids``) are
-    masks in the same maths: pairs across documents leave the mask of A and of the intra-chunk
-    scores, the entering state S reaches (in the right-hand side and the output) only the tokens
-    before the chunk's first document start, only the chunk's last document writes the state it
-    hands on, and a chunk holding a start does not carry S through. Differentiable by autograd.
+    On CUDA with the ``gpu`` extra, fla's Triton kernel runs instead (``ops.fla_backend``; same
+    arguments, ``chunk_size`` then unused). Within a chunk of C tokens starting from state S, write
+    the update as ``S_t = e^{g_t} S_{t-1} + k_t u_t^T`` with ``u_t = beta_t (v_t - e^{g_t} S_{t-1}^T
+    k_t)``. Unrolling gives a unit lower-triangular system ``(I + A) U = beta V - beta e^{G} K S``
+    with ``A_tj = beta_t e^{G_t - G_j} k_t . k_j`` (j < t) and G the in-chunk cumulative log decay.
+    One batched ``solve_triangular`` over all chunks gives ``U = W_v - W_k S``; a short loop over
+    chunks then carries S. All exponentials have non-positive arguments (pairwise decays are masked
+    before ``exp``), so strong decays are safe. Packed documents (``segment_ids``) are masks in the
+    same maths: pairs across documents leave the mask of A and of the intra-chunk scores, the
+    entering state S reaches (in the right-hand side and the output) only the tokens before the
+    chunk's first document start, only the chunk's last document writes the state it hands on, and a
+    chunk holding a start does not carry S through. Differentiable by autograd.
 
     Args:
         q: ``(B, T, H, K)`` queries.
@@ -172,8 +174,12 @@ def chunk_gated_delta_rule(
         return recurrent_gated_delta_rule(
             q, k, v, g, beta, scale, initial_state, output_final_state, segment_ids=segment_ids
         )
-    dtype = compute_dtype(q.dtype)
     scale = K**-0.5 if scale is None else scale
+    if use_fla(q):
+        return fla_chunk_gated_delta_rule(
+            q, k, v, g, beta, scale, initial_state, output_final_state, segment_ids
+        )
+    dtype = compute_dtype(q.dtype)
     C = effective_chunk_size(T, chunk_size)
     qc = to_chunks(q.to(dtype) * scale, C)  # (B, H, N, C, K)
     kc = to_chunks(k.to(dtype), C)

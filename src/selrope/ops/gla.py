@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from selrope.ops.fla_backend import fla_chunk_gla, use_fla
 from selrope.ops.recurrence import (
     ChunkSegments,
     check_log_decay,
@@ -124,15 +125,16 @@ def chunk_gla(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """GLA in chunked-parallel form; equal to ``recurrent_gla`` up to round-off.
 
-    Within a chunk the outputs come from batched matmuls; across chunks a short loop carries the
-    state. When a chunk's accumulated decay is too strong for the dense intra-chunk matmul (see
-    ``_DENSE_MAX_CHUNK_DECAY``), the call switches to ``_intra_chunk_output``, whose
-    exponentials all have non-positive arguments, so any finite log decay (e.g. -20 per step)
-    gives finite results, in float32 too. Packed documents (``segment_ids``) are masks inside
-    the same chunked maths: intra-chunk scores across documents are dropped, the entering state
-    reaches only the tokens before the chunk's first document start, only the chunk's last
-    document writes the state it hands on, and a chunk holding a start does not carry the state
-    through. Differentiable by autograd.
+    On CUDA with the ``gpu`` extra, fla's Triton kernel runs instead (``ops.fla_backend``; same
+    arguments, ``chunk_size`` then unused). Within a chunk the outputs come from batched matmuls;
+    across chunks a short loop carries the state. When a chunk's accumulated decay is too strong for
+    the dense intra-chunk matmul (see ``_DENSE_MAX_CHUNK_DECAY``), the call switches to
+    ``_intra_chunk_output``, whose exponentials all have non-positive arguments, so any finite log
+    decay (e.g. -20 per step) gives finite results, in float32 too. Packed documents
+    (``segment_ids``) are masks inside the same chunked maths: intra-chunk scores across documents
+    are dropped, the entering state reaches only the tokens before the chunk's first document start,
+    only the chunk's last document writes the state it hands on, and a chunk holding a start does
+    not carry the state through. Differentiable by autograd.
 
     Args:
         q: ``(B, T, H, K)`` queries.
@@ -163,8 +165,10 @@ def chunk_gla(
         return recurrent_gla(
             q, k, v, g, scale, initial_state, output_final_state, segment_ids=segment_ids
         )
-    dtype = compute_dtype(q.dtype)
     scale = K**-0.5 if scale is None else scale
+    if use_fla(q):
+        return fla_chunk_gla(q, k, v, g, scale, initial_state, output_final_state, segment_ids)
+    dtype = compute_dtype(q.dtype)
     C = effective_chunk_size(T, chunk_size)
     # (B, H, N, C, F) chunks; G is the log decay accumulated from the chunk start (inclusive).
     qc = to_chunks(q.to(dtype) * scale, C)

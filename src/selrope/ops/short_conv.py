@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selrope.ops.fla_backend import fla_causal_conv, use_fla
 from selrope.ops.segments import check_segment_ids, document_index
 
 ACTIVATIONS = (None, "silu")
@@ -24,7 +25,8 @@ def causal_depthwise_conv(
     activation: str | None = None,
     segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal depthwise conv1d over time, continuing from ``cache``.
+    """Causal depthwise conv1d over time, continuing from ``cache``; on CUDA with the ``gpu``
+    extra, fla's Triton kernel (``ops.fla_backend``).
 
     Args:
         x: ``(B, T, C)`` input.
@@ -54,13 +56,16 @@ def causal_depthwise_conv(
         raise ValueError(
             f"cache must have shape (B, C, W-1) = {(B, C, width - 1)}; got {tuple(cache.shape)}"
         )
+    if segment_ids is not None:
+        check_segment_ids(segment_ids, B, T)
+    if use_fla(x):
+        return fla_causal_conv(x, weight, cache, activation, segment_ids)
     padded = torch.cat([cache.to(x.dtype), x.transpose(1, 2)], dim=2)  # (B, C, W-1+T)
     if segment_ids is None:
         y = F.conv1d(padded, weight.to(x.dtype).unsqueeze(1), groups=C).transpose(1, 2)
         # clone: a view would keep the whole padded (B, C, W-1+T) input alive in every cache.
         new_cache = padded[:, :, padded.shape[2] - (width - 1) :].clone()
     else:
-        check_segment_ids(segment_ids, B, T)
         y, new_cache = _segmented_conv(padded, weight.to(x.dtype), segment_ids)
     if activation == "silu":
         y = F.silu(y)
