@@ -175,11 +175,14 @@ def test_rope_through_the_kernel(kernel, T):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_the_kernel_on_cuda_is_opt_in(monkeypatch):
-    """On CUDA tensors the kernel is chosen only with SELROPE_TRITON=1 (read on every call)."""
+def test_the_kernel_is_the_cuda_default_unless_switched_off(monkeypatch):
+    """On CUDA tensors the kernel is chosen unless SELROPE_TRITON=0 (read on every call), never
+    for CPU tensors or calls it does not cover."""
     cuda_like = SimpleNamespace(is_cuda=True, dtype=torch.float32)
+    cpu_like = SimpleNamespace(is_cuda=False, dtype=torch.float32)
     monkeypatch.delenv("SELROPE_TRITON", raising=False)
-    assert choose_backend(cuda_like, None) == "torch"
-    monkeypatch.setenv("SELROPE_TRITON", "1")
     assert choose_backend(cuda_like, None) == "triton"
+    assert choose_backend(cpu_like, None) == "torch"
     assert choose_backend(cuda_like, None, segment_ids=torch.zeros(1, 1)) == "torch"
+    monkeypatch.setenv("SELROPE_TRITON", "0")
+    assert choose_backend(cuda_like, None) == "torch"

@@ -1,11 +1,11 @@
 """Rotate q and k by cumulative angles: one entry point, backend chosen per call.
 
 ``cumulative_rotary`` is ``cumulative_angles`` followed by ``apply_rotary`` on q and k. On CUDA
-with Triton importable and ``SELROPE_TRITON=1`` it runs the fused kernel of
-``triton_cumulative.py`` instead (increments
-in, rotated q and k out, angles never written to memory); everywhere else, and for what the
-kernel does not cover (float64, interleaved pairs, packed documents, trainable frequencies), the
-PyTorch path. The choice is made from the tensors of each call, never at import.
+with Triton importable it runs the fused kernel of ``triton_cumulative.py`` instead (increments
+in, rotated q and k out, angles never written to memory; ``SELROPE_TRITON=0`` turns it off);
+everywhere else, and for what the kernel does not cover (float64, interleaved pairs, packed
+documents, trainable frequencies), the PyTorch path. The choice is made from the tensors of each
+call, never at import.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from selrope.rotary.apply import apply_rotary_qk
 from selrope.rotary.cumulative import cumulative_angles, wrap_angles
 
 Backend = Literal["torch", "triton"]
-TRITON_OPT_IN = "SELROPE_TRITON"  # "1": use the fused kernel on CUDA (not yet checked on a GPU)
+TRITON_SWITCH = "SELROPE_TRITON"  # "0": the PyTorch path on CUDA too
 
 
 def triton_available() -> bool:
@@ -55,14 +55,10 @@ def choose_backend(
     interleaved: bool = False,
 ) -> Backend:
     """``"triton"`` for CUDA tensors when Triton is importable, the kernel covers the call and
-    ``SELROPE_TRITON=1`` is set, else ``"torch"``.
-
-    The opt-in stays until the kernel has been checked on a GPU (so far it has run under Triton's
-    CPU interpreter only: tests/rotary/test_triton_cumulative.py); it is read on every call.
-    """
+    ``SELROPE_TRITON`` is not ``0`` (read on every call), else ``"torch"``."""
     if (
         q.is_cuda
-        and os.environ.get(TRITON_OPT_IN) == "1"
+        and os.environ.get(TRITON_SWITCH, "1") != "0"
         and triton_available()
         and triton_unsupported(q, increments, frequencies, segment_ids, interleaved) is None
     ):
