@@ -10,7 +10,9 @@ once, parameters and the input excluded); on CUDA, "peak MiB" is the peak alloca
 forward+backward above what was allocated before.
 
 The per-token recurrent loops are slow on a CPU (tens of seconds per fwd+bwd at T=4096), so they
-are measured only up to ``--max-recurrent-len`` (default 1024).
+are measured only up to ``--max-recurrent-len`` (default 1024). On CUDA with fla-core installed
+the chunked layers run twice, on fla's kernels ("[fla]", ``SELROPE_FLA=1``) and on the PyTorch
+forms ("[torch]"); the column fla/torch compares them.
 
     python benchmarks/mixers.py [--device cuda] [--quick] [--json rows.json]
 """
@@ -18,12 +20,15 @@ are measured only up to ``--max-recurrent-len`` (default 1024).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 
 import torch
 from measure import memory_mib, recording_saved_tensors, time_ms
 
 from selrope.layers import Attention, GatedDeltaNet, GatedLinearAttention
+from selrope.ops.fla_backend import FLA_SWITCH
 from selrope.rotary import SELECTIVE_LM_RECIPE
 
 ROTARIES = {
@@ -40,15 +45,30 @@ LAYERS = {
 }
 
 
+def layer_names(device: torch.device) -> list[str]:
+    """Every layer; on CUDA with fla installed the chunked ones as "[fla]" and "[torch]" rows."""
+    if device.type != "cuda" or importlib.util.find_spec("fla") is None:
+        return list(LAYERS)
+    split = [f"{name} [{backend}]" for name in LAYERS if "chunk" in name for backend in FLA_ROWS]
+    return [name for name in LAYERS if "chunk" not in name] + split
+
+
+FLA_ROWS = {"fla": "1", "torch": "0"}  # row suffix -> SELROPE_FLA
+
+
 def make_step(layer_name: str, rotary: str, B: int, T: int, d: int, H: int, device: torch.device):
     """(step, excluded storages): step(saved=None) runs one forward+backward of the layer."""
     torch.manual_seed(0)
+    layer_name, _, suffix = layer_name.partition(" [")
+    switch = FLA_ROWS.get(suffix.rstrip("]"))
     layer = LAYERS[layer_name](d, H, ROTARIES[rotary]).to(device)
     x = torch.randn(B, T, d, device=device, requires_grad=True)
     grad = torch.randn(B, T, d, device=device)
     leaves = [x, *layer.parameters(), *layer.buffers()]
 
     def step(saved: list | None = None) -> None:
+        if switch is not None:
+            os.environ[FLA_SWITCH] = switch
         with recording_saved_tensors(saved):
             y, _ = layer(x)
         y.backward(grad)
@@ -65,7 +85,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def run(device, lengths, B, d, H, repeats, max_recurrent_len) -> list[dict]:
     measured: dict[tuple[str, str, int], tuple[float, float]] = {}
     for T in lengths:
-        for layer in LAYERS:
+        for layer in layer_names(device):
             if "recurrent" in layer and max_recurrent_len < T:
                 continue
             for rotary in ROTARIES:
@@ -76,7 +96,9 @@ def run(device, lengths, B, d, H, repeats, max_recurrent_len) -> list[dict]:
                 print(f"  measured {layer:14s} {rotary:9s} T={T}", flush=True)
     rows = []
     for (layer, rotary, T), (ms, memory) in measured.items():
-        recurrent = layer.replace("chunk", "recurrent")
+        recurrent = layer.replace("chunk", "recurrent").removesuffix(" [fla]")
+        recurrent = recurrent.removesuffix(" [torch]")
+        torch_form = layer.replace("[fla]", "[torch]")
         rows.append(
             {
                 "layer": layer,
@@ -91,6 +113,9 @@ def run(device, lengths, B, d, H, repeats, max_recurrent_len) -> list[dict]:
                 if "chunk" in layer
                 else None,
                 "time_vs_quarter_T": ratio(ms, measured.get((layer, rotary, T // 4), (None,))[0]),
+                "fla_vs_torch": ratio(ms, measured[torch_form, rotary, T][0])
+                if layer.endswith("[fla]")
+                else None,
             }
         )
     return rows
@@ -113,8 +138,9 @@ def main() -> None:
     memory_name = "peak MiB" if device.type == "cuda" else "saved MiB"
     print(f"\ndevice={device} B={B} d={d} H={H} float32, median of {repeats} fwd+bwd")
     columns = ["layer", "rotary", "T", "fwd_bwd_ms", "memory_mib", "selective_vs_rope",
-               "chunk_vs_recurrent", "time_vs_quarter_T"]  # fmt: skip
-    names = ["layer", "rotary", "T", "fwd+bwd ms", memory_name, "Sel/RoPE", "chunk/rec", "T/(T/4)"]
+               "chunk_vs_recurrent", "time_vs_quarter_T", "fla_vs_torch"]  # fmt: skip
+    names = ["layer", "rotary", "T", "fwd+bwd ms", memory_name, "Sel/RoPE", "chunk/rec", "T/(T/4)",
+             "fla/torch"]  # fmt: skip
     print("| " + " | ".join(names) + " |")
     print("|" + "---|" * len(names))
     for row in rows:
