@@ -113,7 +113,8 @@ class RunSpec:
 
     Attributes:
         task: a ``selrope.tasks`` task name; ``task_params`` its parameters.
-        mixer: "attention" | "gla" | "gdn" (or a per-layer list).
+        mixer: one of ``selrope.models.lm.MIXERS`` ("attention", "fox", "gla", "gdn") or a
+            per-layer list.
         rotary: the position encoding, a name of ``ROTARY_NAMES`` (rotary embeddings, or the
             absolute baselines "sinusoidal" / "learned"); ``rotary_options`` maps rotary names
             to overrides of their presets (see ``rotary_preset``).
