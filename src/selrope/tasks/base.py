@@ -7,7 +7,9 @@ inside the generator; tagging tasks (state tracking) have none.
 
 Randomness: generators take a `seed` that may be an int, a `numpy.random.Generator` or a
 `torch.Generator`, and draw only from a private `numpy.random.Generator` built from it. They never
-read or advance the global torch / numpy / python RNGs.
+read or advance the global torch / numpy / python RNGs. Their output is a function of the seed
+and the parameters alone, the same on every machine: orderings come from stable sorts
+(`kind="stable"`), never from `argpartition` or another order numpy leaves unspecified.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def sample_without_replacement(
         draw = rng.integers(0, j + 1, size=num_rows)
         taken = (chosen[:, :i] == draw[:, None]).any(axis=1)
         chosen[:, i] = np.where(taken, j, draw)
-    order = np.argsort(rng.random((num_rows, k)), axis=1)
+    order = np.argsort(rng.random((num_rows, k)), axis=1, kind="stable")
     return np.take_along_axis(chosen, order, axis=1)
 
 

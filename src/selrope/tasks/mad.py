@@ -105,7 +105,7 @@ def in_context_recall(
         )
     rng = as_rng(seed)
     N, P = num_examples, seq_len // 2
-    value_of_key = K + np.argsort(rng.random((N, K)), axis=1)  # per-row bijection
+    value_of_key = K + np.argsort(rng.random((N, K)), axis=1, kind="stable")  # per-row bijection
     keys = rng.integers(0, K, size=(N, P))
     kept = rng.random((N, P)) >= frac_noise
     kept[:, -1] = True
