@@ -90,8 +90,13 @@ class TaskData:
         vocab_size: the embedding / output size a model needs (all token ids are < vocab_size).
         train: (inputs, targets), LongTensors of shape (N, L) with targets -100 where ignored, or
             any :class:`BatchSource` (a corpus).
-        tests: test sets keyed by test length (sequence length for state tracking, MQAR, MAD and
-            language modelling, string length for copying); each value is like `train`.
+        tests: test sets keyed by test length (word length for state tracking, sequence length
+            for MQAR, MAD and language modelling, string length for copying); each value is like
+            `train`.
+        train_length: the longest training length, in the unit of the test keys (state tracking:
+            the longest word; copying: `max_len`, the longest string). The result rows report it,
+            and early stopping watches the test set of this length when there is one
+            (`selrope.training.main_test_length`).
         params: the generator's resolved parameters (JSON-serialisable), defaults included.
     """
 
@@ -99,6 +104,7 @@ class TaskData:
     vocab_size: int
     train: tuple[Tensor, Tensor] | BatchSource
     tests: dict[int, tuple[Tensor, Tensor] | BatchSource]
+    train_length: int
     params: dict = field(default_factory=dict)
 
 

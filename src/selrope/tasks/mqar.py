@@ -211,4 +211,4 @@ def build_mqar(
         "random_non_queries": bool(random_non_queries),
         "seed": seed,
     }
-    return TaskData("mqar", vocab_size, train, tests, params)
+    return TaskData("mqar", vocab_size, train, tests, width, params)
