@@ -25,7 +25,7 @@ def make_inputs(B, T, H, D, Dv, seed=0, dtype=F64):
 
 def grads(output, inputs):
     weight = torch.randn(output.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
-    return torch.autograd.grad((output * weight.to(output.dtype)).sum(), inputs)
+    return torch.autograd.grad((output * weight.to(output)).sum(), inputs)
 
 
 @pytest.mark.parametrize(("T", "scale"), [(1, None), (17, None), (40, 0.2)])
@@ -197,3 +197,20 @@ def test_bad_caches_raise_one_line_value_errors(cache, match):
     with pytest.raises(ValueError, match=match) as error:
         forgetting_attention_with_cache(*new, torch.zeros(2, 1, 3), *cache)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_values_and_gradients_match_the_reference(dtype):
+    """SDPA's CUDA kernels with a float mask (its gradient included) against the float64 loop."""
+    inputs = [x.requires_grad_() for x in make_inputs(2, 70, 2, 16, 16, seed=10)]
+    on_gpu = [x.detach().cuda().to(dtype if x.dim() == 4 else torch.float32) for x in inputs]
+    on_gpu = [x.requires_grad_() for x in on_gpu]
+    o = forgetting_attention(*on_gpu)
+    o_ref = reference_forgetting_attention(*inputs)
+    tolerance = (
+        {"atol": 5e-2, "rtol": 5e-2} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
+    )
+    torch.testing.assert_close(o.double().cpu(), o_ref, **tolerance)
+    for got, want in zip(grads(o, on_gpu), grads(o_ref, inputs), strict=True):
+        torch.testing.assert_close(got.double().cpu(), want, **tolerance)
