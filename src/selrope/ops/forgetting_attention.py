@@ -8,9 +8,10 @@ i for key j <= i gets the bias
 
 The gate of the first token never matters; with every f = 1 this is plain causal attention.
 
-- ``forgetting_attention``: F is a cumulative sum in float32 (float64 for float64 gates, also
-  under bf16 autocast), ``F_i - F_j`` is masked and handed to PyTorch's
-  ``scaled_dot_product_attention`` as an additive float mask (in q's dtype, as SDPA needs).
+- ``forgetting_attention``: F is a cumulative sum in float32 even for bf16 gates or under bf16
+  autocast (float64 for float64 gates); ``F_i - F_j`` is formed at that precision, masked, and
+  handed to PyTorch's ``scaled_dot_product_attention`` as an additive float mask in q's dtype
+  (as SDPA needs).
 - ``reference_forgetting_attention``: float64, a loop over query positions that sums the gates
   between each key and the query directly, for tests.
 - ``forgetting_attention_with_cache``: new tokens attend to cached + new keys; the cache also
