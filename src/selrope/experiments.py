@@ -26,7 +26,6 @@ from selrope.rotary import (
     parse_rotary_config,
 )
 from selrope.tasks import build_task, task_parameters
-from selrope.tasks.base import as_batch_source
 from selrope.training import TrainConfig, is_main_process, latest_checkpoint, run_parallel, train
 from selrope.training.checkpoint import STATE_FILE, atomic_write_text
 from selrope.training.config import RESUMABLE_FIELDS
@@ -56,18 +55,11 @@ SELECTIVE_BY_TASK: dict[str, dict[str, Any]] = {
     "lm": dict(SELECTIVE_LM_RECIPE),
 }
 
-# Parameters that identify a task variant in the result rows, and the one that is the training
-# length.
+# Parameters that identify a task variant in the result rows.
 IDENTITY_PARAMS = {
     "state_tracking": ("group",),
     "mqar": ("num_kv_pairs", "vocab_size"),
     "lm": ("data",),
-}
-TRAIN_LENGTH_PARAM = {
-    "state_tracking": "train_len",
-    "mqar": "seq_len",
-    "copying": "max_len",
-    "lm": "seq_len",
 }
 
 
@@ -113,7 +105,8 @@ class RunSpec:
 
     Attributes:
         task: a ``selrope.tasks`` task name; ``task_params`` its parameters.
-        mixer: "attention" | "gla" | "gdn" (or a per-layer list).
+        mixer: one of ``selrope.models.lm.MIXERS`` ("attention", "fox", "gla", "gdn") or a
+            per-layer list.
         rotary: the position encoding, a name of ``ROTARY_NAMES`` (rotary embeddings, or the
             absolute baselines "sinusoidal" / "learned"); ``rotary_options`` maps rotary names
             to overrides of their presets (see ``rotary_preset``).
@@ -281,8 +274,9 @@ def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
     """Train one model and return one result row per test length.
 
     Row keys: task, the task's identifying parameters (e.g. group), mixer, rotary, seed,
-    train_len, test_len, accuracy (see ``accuracy_metric``), sequence_accuracy, token_accuracy,
-    loss, perplexity, steps, elapsed_s, run_dir.
+    train_len (the task's longest training length, ``TaskData.train_length``), test_len, accuracy
+    (see ``accuracy_metric``), sequence_accuracy, token_accuracy, loss, perplexity, steps,
+    elapsed_s, run_dir.
 
     Under torchrun every process trains; only rank 0 writes ``spec.json`` and ``model/`` (the
     final weights, with the corpus tokenizer beside them for language models).
@@ -310,9 +304,7 @@ def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
         "mixer": spec.mixer if isinstance(spec.mixer, str) else "+".join(spec.mixer),
         "rotary": spec.rotary,
         "seed": spec.seed,
-        "train_len": data.params.get(
-            TRAIN_LENGTH_PARAM.get(spec.task, ""), as_batch_source(data.train).seq_len
-        ),
+        "train_len": data.train_length,
         "steps": final["step"],
         "elapsed_s": round(final["elapsed_s"], 2),
         "run_dir": str(out_dir),

@@ -24,7 +24,8 @@ TINY = [
      ("warmup_steps", "null", None), ("decay", "none", "none"), ("tie_embeddings", "true", True),
      ("tie_embeddings", "0", False), ("mixer", "gla", "gla"), ("mixer", "gla,attention",
      ["gla", "attention"]), ("rotary_options", '{"a": 1}', {"a": 1}), ("train_len", "2..64",
-     "2..64"), ("betas", "0.9,0.95", (0.9, 0.95))],
+     "2..64"), ("betas", "0.9,0.95", (0.9, 0.95)), ("mixer", "fox,gla", ["fox", "gla"]),
+     ("forget_bias_init", "0", 0.0)],
 )  # fmt: skip
 def test_options_parse_their_field_types(name: str, text: str, value) -> None:
     option = all_options("train", "state_tracking")[name]
@@ -79,6 +80,15 @@ def test_train_command_writes_results(tmp_path, capsys) -> None:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["accuracy"] == row["sequence_accuracy"]
     assert "| gla | selective |" in capsys.readouterr().out
     assert (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_train_command_trains_fox(tmp_path) -> None:
+    cli.main(["train", *TINY, "--mixer", "fox", "--rotary", "rope", "--forget-bias-init", "2",
+              "--out", str(tmp_path)])  # fmt: skip
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {row["mixer"] for row in rows} == {"fox"}
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert (config["mixer"], config["forget_bias_init"]) == ("fox", 2.0)
 
 
 def test_compare_runs_the_grid(tmp_path) -> None:

@@ -96,7 +96,7 @@ def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
         (["--out", ""], "--out must name a folder"),
         (["--rotary-opt", "{}"], "unrecognized arguments: --rotary-opt"),
         (["--rotary-options", '{"nope": {"x": 1}}'], "unknown key(s) ['x']"),
-        (["--mixer", "rnn"], "--mixer must be one of attention, gla, gdn; got 'rnn'"),
+        (["--mixer", "rnn"], "--mixer must be one of attention, fox, gla, gdn; got 'rnn'"),
     ],
 )
 def test_user_errors_are_one_line_naming_the_flag(tmp_path, capsys, args, message):

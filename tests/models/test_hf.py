@@ -22,7 +22,7 @@ ROTARIES = {
     "carope": {"type": "carope"},
     "selective": SELECTIVE_LM_RECIPE,
 }
-MIXERS = ["attention", "gla", "gdn"]
+MIXERS = ["attention", "fox", "gla", "gdn"]
 VOCAB = 23
 
 

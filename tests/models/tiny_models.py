@@ -13,7 +13,7 @@ ROTARIES = {
     "carope": {"type": "carope"},
     "selective": SELECTIVE_LM_RECIPE,
 }
-MIXERS = ["attention", "gla", "gdn"]
+MIXERS = ["attention", "fox", "gla", "gdn"]
 
 
 def tiny_model(mixer: str, rotary: dict, seed: int = 0, **overrides) -> LanguageModel:

@@ -17,6 +17,7 @@ class ToyTaskData:
     vocab_size: int
     train: tuple[torch.Tensor, torch.Tensor]
     tests: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    train_length: int
     params: dict = field(default_factory=dict)
 
 
@@ -35,7 +36,7 @@ def make_parity_task(train_rows: int = 96, train_len: int = 8) -> ToyTaskData:
         vocab_size=2,
         train=parity_split(train_rows, train_len, generator),
         tests={n: parity_split(40, n, generator) for n in (train_len, 2 * train_len)},
-        params={"train_len": train_len},
+        train_length=train_len,
     )
 
 

@@ -189,7 +189,7 @@ class CopyLM(nn.Module):
 def test_early_stop_and_resume_of_a_finished_run(tmp_path, parity_task):
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randint(0, 5, (64, 6), generator=generator)
-    task = type(parity_task)("copy", 5, (inputs, inputs.clone()), {6: (inputs, inputs.clone())})
+    task = type(parity_task)("copy", 5, (inputs, inputs.clone()), {6: (inputs, inputs.clone())}, 6)
     torch.manual_seed(0)
     cfg = config(
         tmp_path,

@@ -1,6 +1,8 @@
-"""Sequence-mixing layers: softmax attention, GLA and Gated DeltaNet, each with a rotary slot."""
+"""Sequence-mixing layers: softmax attention, FoX, GLA and Gated DeltaNet, each with a rotary
+slot."""
 
 from selrope.layers.attention import Attention, AttentionCache
+from selrope.layers.forgetting_attention import ForgettingAttention, ForgettingAttentionCache
 from selrope.layers.gated_deltanet import GatedDeltaNet
 from selrope.layers.gla import GatedLinearAttention
 from selrope.layers.mlp import SwiGLU
@@ -10,6 +12,8 @@ from selrope.layers.recurrent_cache import RecurrentCache
 __all__ = [
     "Attention",
     "AttentionCache",
+    "ForgettingAttention",
+    "ForgettingAttentionCache",
     "GatedDeltaNet",
     "GatedLinearAttention",
     "RMSNorm",

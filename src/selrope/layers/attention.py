@@ -54,6 +54,27 @@ class Attention(nn.Module):
             model_dim=model_dim,
         )
 
+    def rotated_qkv(
+        self,
+        x: torch.Tensor,
+        rotary_state: Any,
+        rotary_input: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """x ``(B, T, d)`` -> ``(q, k, v, new rotary state)``: q, k ``(B, T, H, D)`` rotated by
+        the rotary embedding (reading ``rotary_input``, default x, and continuing
+        ``rotary_state``), v ``(B, T, H, D)``; ``segment_ids`` ``(B, T)`` restart the angles at
+        every document."""
+        B, T, _ = x.shape
+        shape = (B, T, self.num_heads, self.head_dim)
+        q = self.q_proj(x).view(shape)
+        k = self.k_proj(x).view(shape)
+        v = self.v_proj(x).view(shape)
+        q, k, rotary_state = self.rotary(
+            q, k, x if rotary_input is None else rotary_input, rotary_state, segment_ids
+        )
+        return q, k, v, rotary_state
+
     def forward(
         self,
         x: torch.Tensor,
@@ -69,17 +90,8 @@ class Attention(nn.Module):
         token's key and value (cached tokens count as the first document of the next call).
         """
         B, T, _ = x.shape
-        shape = (B, T, self.num_heads, self.head_dim)
-        q = self.q_proj(x).view(shape)
-        k = self.k_proj(x).view(shape)
-        v = self.v_proj(x).view(shape)
-        q, k, rotary_state = self.rotary(
-            q,
-            k,
-            x if rotary_input is None else rotary_input,
-            None if cache is None else cache.rotary_state,
-            segment_ids,
-        )
+        past_rotary = None if cache is None else cache.rotary_state
+        q, k, v, rotary_state = self.rotated_qkv(x, past_rotary, rotary_input, segment_ids)
         past_k, past_v = (None, None) if cache is None else (cache.keys, cache.values)
         o, keys, values = attention_with_cache(q, k, v, past_k, past_v, segment_ids=segment_ids)
         return self.o_proj(o.reshape(B, T, -1)), AttentionCache(keys, values, rotary_state)

@@ -17,13 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.layers import Attention, GatedDeltaNet, GatedLinearAttention, RMSNorm, SwiGLU
+from selrope.layers import (
+    Attention,
+    ForgettingAttention,
+    GatedDeltaNet,
+    GatedLinearAttention,
+    RMSNorm,
+    SwiGLU,
+)
 from selrope.layers.blocks import head_widths
+from selrope.layers.forgetting_attention import FORGET_BIAS_INIT
 from selrope.layers.gla import DECAYS
 from selrope.ops import check_segment_ids, positions_in_segment, segment_ids_from_cu_seqlens
 from selrope.rotary import LearnedPositionEmbedding, SinusoidalPositionEmbedding
 
-MIXERS = ("attention", "gla", "gdn")
+MIXERS = ("attention", "fox", "gla", "gdn")
+# The linear-recurrent mixers, which read expand_k / expand_v / form / chunk_size.
+RECURRENT_MIXERS = ("gla", "gdn")
 ROTARY_SOURCES = ("layer", "embedding")
 ABSOLUTE_POSITIONS = ("none", "sinusoidal", "learned")
 CONFIG_FILE = "config.json"
@@ -47,8 +57,8 @@ class LMConfig:
         d_model: model width d.
         n_layers: number of blocks.
         n_heads: heads per mixer (must divide d_model).
-        mixer: "attention" | "gla" | "gdn" for every layer, or a list with one entry per layer
-            (hybrids, e.g. ``["gla", "attention"]``).
+        mixer: "attention" | "fox" (Forgetting Transformer) | "gla" | "gdn" for every layer, or a
+            list with one entry per layer (hybrids, e.g. ``["gla", "attention"]``).
         rotary: rotary embedding config for ``selrope.rotary.build_rotary`` (same in every layer).
         rotary_source: what the rotary embedding reads: "layer" (each mixer's normalised input)
             or "embedding" (the token embeddings, shared by all layers; CARoPE's literal reading).
@@ -57,6 +67,8 @@ class LMConfig:
         max_positions: size of the learned position table; later positions raise ValueError.
         mlp_ratio: SwiGLU inner width = round(mlp_ratio * d_model); 0 means no MLP sublayer.
         norm_eps: RMSNorm epsilon.
+        forget_bias_init: FoX forget-gate bias at initialisation; sigmoid(5) = 0.993 starts the
+            gates near 1 (the FoX paper's code starts at 0, gates near 1/2).
         tie_embeddings: share the embedding and LM-head matrices.
         init_std: std of the normal init of embeddings and the mixers' and MLPs' linear weights.
         expand_k: GLA/GDN q/k width as a multiple of d_model.
@@ -82,6 +94,7 @@ class LMConfig:
     max_positions: int = 4096
     mlp_ratio: float = 4.0
     norm_eps: float = 1e-6
+    forget_bias_init: float = FORGET_BIAS_INIT
     tie_embeddings: bool = False
     init_std: float = 0.02
     expand_k: float = 1.0
@@ -147,7 +160,11 @@ class LMConfig:
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if self.decay not in DECAYS:
             raise ValueError(f"decay must be one of {DECAYS}; got {self.decay!r}")
-        if any(mixer != "attention" for mixer in self.layer_mixers()):
+        if not _finite_number(self.forget_bias_init):
+            raise ValueError(
+                f"forget_bias_init must be a finite float; got {self.forget_bias_init!r}"
+            )
+        if any(mixer in RECURRENT_MIXERS for mixer in self.layer_mixers()):
             head_widths(self.d_model, self.n_heads, self.expand_k, self.expand_v, self.form)
 
     def layer_mixers(self) -> list[str]:
@@ -175,10 +192,12 @@ class LMConfig:
 
 
 def build_mixer(name: str, config: LMConfig) -> nn.Module:
-    """The mixer layer called ``name`` ("attention" | "gla" | "gdn") configured from ``config``."""
+    """The mixer layer called ``name`` (one of ``MIXERS``) configured from ``config``."""
     common = {"model_dim": config.d_model, "num_heads": config.n_heads, "rotary": config.rotary}
     if name == "attention":
         return Attention(**common)
+    if name == "fox":
+        return ForgettingAttention(**common, forget_bias_init=config.forget_bias_init)
     recurrent = {
         "expand_k": config.expand_k,
         "expand_v": config.expand_v,
@@ -287,10 +306,11 @@ class LanguageModel(nn.Module):
         """Logits for every position.
 
         Packed documents (``cu_seqlens`` or ``segment_ids``) are each processed exactly as if
-        alone: attention stays within a document; GLA / Gated DeltaNet states, short convs,
-        rotary and absolute positions restart at every document start. The first document of
-        each row continues from ``cache`` (if given); the returned cache continues the row's
-        last document, except attention's KV cache, which keeps every token of the row.
+        alone: attention and FoX stay within a document; GLA / Gated DeltaNet states, short
+        convs, rotary and absolute positions restart at every document start. The first document
+        of each row continues from ``cache`` (if given); the returned cache continues the row's
+        last document, except the KV caches of attention and FoX, which keep every token of the
+        row.
 
         Args:
             input_ids: ``(B, T)`` token ids.
@@ -357,7 +377,8 @@ class LanguageModel(nn.Module):
         """Continue ``input_ids`` ``(B, T)`` by up to ``max_new_tokens`` tokens.
 
         The prompt is prefilled once, then each token is decoded with the per-layer caches (KV
-        for attention; recurrent state, conv caches and rotary state for GLA/GDN).
+        for attention, KV and forget-gate sums for FoX; recurrent state, conv caches and rotary
+        state for GLA/GDN).
         ``temperature=0`` is greedy; otherwise sample from softmax(logits / temperature),
         restricted to the ``top_k`` most likely tokens if given. Rows that emitted ``eos_id`` keep
         emitting it. Returns ``(B, T + n)`` with n <= max_new_tokens.

@@ -2,11 +2,18 @@
 
 Each recurrent op comes as a float64-safe loop reference (``recurrent_*``), a fast chunked form
 (``chunk_*``) and a one-token form (``*_step``, per-token tensors ``(B, H, D)``), with the same
-argument order. Softmax attention has an SDPA form, a float64 reference and a KV-cache form.
+argument order. Softmax attention and forgetting attention (FoX) have an SDPA form, a float64
+reference and a KV-cache form.
 Every sequence op takes ``segment_ids`` ``(B, T)`` for packed documents (``ops.segments``).
 """
 
 from selrope.ops.attention import attention_with_cache, causal_attention, reference_attention
+from selrope.ops.forgetting_attention import (
+    cumulative_log_forget,
+    forgetting_attention,
+    forgetting_attention_with_cache,
+    reference_forgetting_attention,
+)
 from selrope.ops.gated_delta_rule import (
     chunk_gated_delta_rule,
     gated_delta_rule_step,
@@ -31,14 +38,18 @@ __all__ = [
     "check_segment_ids",
     "chunk_gated_delta_rule",
     "chunk_gla",
+    "cumulative_log_forget",
     "document_index",
     "document_resets",
+    "forgetting_attention",
+    "forgetting_attention_with_cache",
     "gated_delta_rule_step",
     "gla_step",
     "positions_in_segment",
     "recurrent_gated_delta_rule",
     "recurrent_gla",
     "reference_attention",
+    "reference_forgetting_attention",
     "segment_ids_from_cu_seqlens",
     "segment_starts",
 ]

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from selrope.ops.segments import check_segment_ids, document_index
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Raise a ``ValueError`` unless q, k ``(B, T, H, D)`` and v ``(B, T, H, Dv)`` fit together."""
     if q.dim() != 4:
         raise ValueError(f"q must have shape (B, T, H, D); got {tuple(q.shape)}")
     B, T, H, D = q.shape
@@ -48,6 +49,60 @@ def document_mask(segment_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
     return (causal & (queries[:, :, None] == keys[:, None, :]))[:, None]
 
 
+def attention_mask(
+    length: int, past: int, segment_ids: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """Which keys each new token may attend to: causal, and within its document if packed.
+
+    Bottom-right aligned: new token i sits at position P + i and sees keys 0..P+i (SDPA's
+    ``is_causal`` aligns top-left, which is wrong when P > 0).
+
+    Args:
+        length: T, the number of new tokens.
+        past: P, the number of cached keys before them.
+        segment_ids: ``(B, T)`` checked packed-document ids of the new tokens, or None.
+        device: where the mask lives.
+
+    Returns:
+        bool ``(T, P + T)`` without segment_ids, else ``(B, 1, T, P + T)``.
+    """
+    if segment_ids is None:
+        return torch.ones(length, past + length, dtype=torch.bool, device=device).tril(past)
+    return document_mask(segment_ids, past)
+
+
+def check_kv_cache(
+    k: torch.Tensor, v: torch.Tensor, cache_k: torch.Tensor | None, cache_v: torch.Tensor | None
+) -> int:
+    """Check a key/value cache against the new k ``(B, T, H, D)``, v ``(B, T, H, Dv)``; return P.
+
+    Raises:
+        ValueError: only one of cache_k, cache_v is given, or they are not ``(B, P, H, D)`` and
+            ``(B, P, H, Dv)`` in the dtypes of k and v.
+    """
+    if (cache_k is None) != (cache_v is None):
+        raise ValueError("cache_k and cache_v must be given together (or both None)")
+    if cache_k is None:
+        return 0
+    B, _, H, D = k.shape
+    P = cache_k.shape[1] if cache_k.dim() == 4 else -1
+    if cache_k.dim() != 4 or tuple(cache_k.shape) != (B, P, H, D):
+        raise ValueError(
+            f"cache_k must have shape (B, P, H, D) with B, H, D = {B, H, D}; "
+            f"got {tuple(cache_k.shape)}"
+        )
+    if tuple(cache_v.shape) != (B, P, H, v.shape[-1]):
+        raise ValueError(
+            f"cache_v must have shape (B, P, H, Dv) = {(B, P, H, v.shape[-1])}; "
+            f"got {tuple(cache_v.shape)}"
+        )
+    if cache_k.dtype != k.dtype or cache_v.dtype != v.dtype:
+        raise ValueError(
+            f"caches must have the dtype of k, v ({k.dtype}); got {cache_k.dtype}, {cache_v.dtype}"
+        )
+    return P
+
+
 def causal_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -67,7 +122,7 @@ def causal_attention(
     Returns:
         ``(B, T, H, Dv)`` outputs in q's dtype.
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     if segment_ids is None:
         mask = None
     else:
@@ -103,7 +158,7 @@ def reference_attention(
     Returns:
         ``(B, T, H, Dv)`` outputs, cast back to q's dtype.
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     B, T, _, D = q.shape
     scale = D**-0.5 if scale is None else scale
     scores = scale * torch.einsum("bthd,bshd->bhts", q.double(), k.double())
@@ -146,37 +201,19 @@ def attention_with_cache(
         ``(o, new_k, new_v)``: o ``(B, T, H, Dv)`` in q's dtype; new_k ``(B, P + T, H, D)`` and
         new_v ``(B, P + T, H, Dv)``, new tensors (the caches passed in are not modified).
     """
-    _check_qkv(q, k, v)
-    if (cache_k is None) != (cache_v is None):
-        raise ValueError("cache_k and cache_v must be given together (or both None)")
-    if cache_k is None:
+    check_qkv(q, k, v)
+    if cache_k is None and cache_v is None:
         return causal_attention(q, k, v, scale, segment_ids), k, v
-    B, T, H, D = q.shape
-    P = cache_k.shape[1] if cache_k.dim() == 4 else -1
-    if cache_k.dim() != 4 or tuple(cache_k.shape) != (B, P, H, D):
-        raise ValueError(
-            f"cache_k must have shape (B, P, H, D) with B, H, D = {B, H, D}; "
-            f"got {tuple(cache_k.shape)}"
-        )
-    if tuple(cache_v.shape) != (B, P, H, v.shape[-1]):
-        raise ValueError(
-            f"cache_v must have shape (B, P, H, Dv) = {(B, P, H, v.shape[-1])}; "
-            f"got {tuple(cache_v.shape)}"
-        )
-    if cache_k.dtype != k.dtype or cache_v.dtype != v.dtype:
-        raise ValueError(
-            f"caches must have the dtype of k, v ({k.dtype}); got {cache_k.dtype}, {cache_v.dtype}"
-        )
-    new_k = torch.cat([cache_k, k], dim=1)
-    new_v = torch.cat([cache_v, v], dim=1)
-    # Bottom-right aligned causal mask: query i may see keys 0..P+i. (SDPA's is_causal aligns
-    # top-left, which is wrong when P > 0.) A single new token sees everything: no mask.
-    mask = None
+    P = check_kv_cache(k, v, cache_k, cache_v)
+    B, T = q.shape[:2]
     if segment_ids is not None:
         check_segment_ids(segment_ids, B, T)
-        mask = document_mask(segment_ids, P)
-    elif T > 1:
-        mask = torch.ones(T, P + T, dtype=torch.bool, device=q.device).tril(diagonal=P)
+    new_k = torch.cat([cache_k, k], dim=1)
+    new_v = torch.cat([cache_v, v], dim=1)
+    # A single new token without documents sees everything: no mask.
+    mask = None
+    if T > 1 or segment_ids is not None:
+        mask = attention_mask(T, P, segment_ids, q.device)
     o = F.scaled_dot_product_attention(
         q.transpose(1, 2),
         new_k.transpose(1, 2),

@@ -7,7 +7,9 @@ inside the generator; tagging tasks (state tracking) have none.
 
 Randomness: generators take a `seed` that may be an int, a `numpy.random.Generator` or a
 `torch.Generator`, and draw only from a private `numpy.random.Generator` built from it. They never
-read or advance the global torch / numpy / python RNGs.
+read or advance the global torch / numpy / python RNGs. Their output is a function of the seed
+and the parameters alone, the same on every machine: orderings come from stable sorts
+(`kind="stable"`), never from `argpartition` or another order numpy leaves unspecified.
 """
 
 from __future__ import annotations
@@ -88,8 +90,13 @@ class TaskData:
         vocab_size: the embedding / output size a model needs (all token ids are < vocab_size).
         train: (inputs, targets), LongTensors of shape (N, L) with targets -100 where ignored, or
             any :class:`BatchSource` (a corpus).
-        tests: test sets keyed by test length (sequence length for state tracking, MQAR, MAD and
-            language modelling, string length for copying); each value is like `train`.
+        tests: test sets keyed by test length (word length for state tracking, sequence length
+            for MQAR, MAD and language modelling, string length for copying); each value is like
+            `train`.
+        train_length: the longest training length, in the unit of the test keys (state tracking:
+            the longest word; copying: `max_len`, the longest string). The result rows report it,
+            and early stopping watches the test set of this length when there is one
+            (`selrope.training.main_test_length`).
         params: the generator's resolved parameters (JSON-serialisable), defaults included.
     """
 
@@ -97,6 +104,7 @@ class TaskData:
     vocab_size: int
     train: tuple[Tensor, Tensor] | BatchSource
     tests: dict[int, tuple[Tensor, Tensor] | BatchSource]
+    train_length: int
     params: dict = field(default_factory=dict)
 
 
@@ -149,7 +157,7 @@ def sample_without_replacement(
         draw = rng.integers(0, j + 1, size=num_rows)
         taken = (chosen[:, :i] == draw[:, None]).any(axis=1)
         chosen[:, i] = np.where(taken, j, draw)
-    order = np.argsort(rng.random((num_rows, k)), axis=1)
+    order = np.argsort(rng.random((num_rows, k)), axis=1, kind="stable")
     return np.take_along_axis(chosen, order, axis=1)
 
 

@@ -179,4 +179,4 @@ def build_copying(
         "test_pad_to": test_pad_to,
         "seed": seed,
     }
-    return TaskData("copying", VOCAB_SIZE, train, tests, params)
+    return TaskData("copying", VOCAB_SIZE, train, tests, max_len, params)

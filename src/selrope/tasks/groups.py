@@ -69,7 +69,7 @@ class PermutationGroup:
         """Index into `perms` of each row of `queries`; ValueError if one is not an element."""
         radix = perms.shape[1] ** np.arange(perms.shape[1], dtype=np.int64)
         codes = perms @ radix
-        sorter = np.argsort(codes)
+        sorter = np.argsort(codes, kind="stable")
         query_codes = queries @ radix
         pos = np.searchsorted(codes, query_codes, sorter=sorter)
         pos = np.minimum(pos, len(codes) - 1)

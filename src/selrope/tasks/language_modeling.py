@@ -94,6 +94,7 @@ def build_language_modeling(
         vocab_size=train.vocab_size,
         train=CorpusWindows(train, seq_len, packing),
         tests={seq_len: CorpusWindows(val, seq_len, "reset", max_rows=val_tokens // seq_len)},
+        train_length=seq_len,
         params={
             "data": str(Path(data)),
             "seq_len": seq_len,

@@ -105,7 +105,7 @@ def in_context_recall(
         )
     rng = as_rng(seed)
     N, P = num_examples, seq_len // 2
-    value_of_key = K + np.argsort(rng.random((N, K)), axis=1)  # per-row bijection
+    value_of_key = K + np.argsort(rng.random((N, K)), axis=1, kind="stable")  # per-row bijection
     keys = rng.integers(0, K, size=(N, P))
     kept = rng.random((N, P)) >= frac_noise
     kept[:, -1] = True
@@ -356,7 +356,7 @@ def _build(
     train = make(num_train, rng=stream(seed, 0), **params)
     test = make(num_test, rng=stream(seed, 1, seq_len), **params, **test_kwargs)
     resolved = {**params, "num_train": num_train, "num_test": num_test, "seed": seed}
-    return TaskData(f"mad_{name}", vocab_size, train, {seq_len: test}, resolved)
+    return TaskData(f"mad_{name}", vocab_size, train, {seq_len: test}, seq_len, resolved)
 
 
 def _call(fn: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tensor, Tensor]]:

@@ -5,7 +5,8 @@ One row of length L (vocab V, n = num_kv_pairs):
   [1, V/2) and values without replacement from [V/2, V) (V/2 rounded down);
 - query region, positions 2n .. L-1: each key appears exactly once, at position 2n + 2*gap, where
   the n gaps are distinct values in {0 .. (L-2n)/2 - 1} drawn without replacement with power-law
-  weights p(g) ∝ (g+1)^(a-1) (a = power_a = 0.01 in Zoology, so early gaps are favoured);
+  weights p(g) ∝ (g+1)^(a-1) (a = power_a = 0.01 in Zoology, so early gaps are favoured), and
+  key i (in context order) is queried at the i-th gap drawn;
 - every other query-region position holds 0, or a uniformly random token from [1, V) when
   random_non_queries is set;
 - targets are -100 everywhere except at each query's own position, where the target is that
@@ -89,11 +90,14 @@ def mqar(
     inputs[:, 1 : 2 * n : 2] = values
 
     # n distinct gaps with power-law weights: Gumbel-top-k is exact sampling without replacement
-    # in proportion to the weights (same law as drawing one at a time and renormalising).
+    # in proportion to the weights, and the n highest scores in decreasing order are the gaps in
+    # the order of drawing one at a time and renormalising; key i gets the i-th (Zoology's rule).
+    # A stable full sort makes that order a function of the scores alone (argpartition's order
+    # is unspecified and changes with numpy's SIMD code path, i.e. with the CPU).
     num_gaps = (seq_len - 2 * n) // 2
     log_weights = (power_a - 1) * np.log(np.arange(1, num_gaps + 1))
     scores = log_weights[None, :] + rng.gumbel(size=(N, num_gaps))
-    gaps = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    gaps = np.argsort(-scores, axis=1, kind="stable")[:, :n]
     query_pos = 2 * n + 2 * gaps  # gaps[:, i] is where key i is queried
 
     if random_non_queries:
@@ -207,4 +211,4 @@ def build_mqar(
         "random_non_queries": bool(random_non_queries),
         "seed": seed,
     }
-    return TaskData("mqar", vocab_size, train, tests, params)
+    return TaskData("mqar", vocab_size, train, tests, width, params)

@@ -170,4 +170,4 @@ def build_state_tracking(
     }
     if isinstance(train_len, (int, np.integer)):
         params["train_len"] = int(train_len)
-    return TaskData("state_tracking", g.order + 1, train, tests, params)
+    return TaskData("state_tracking", g.order + 1, train, tests, max_len, params)

@@ -63,6 +63,7 @@ class TaskDataLike(Protocol):
     vocab_size: int
     train: Split
     tests: dict[int, Split]
+    train_length: int
     params: dict
 
 
@@ -116,15 +117,12 @@ class DeterministicBatches:
 def main_test_length(data: TaskDataLike) -> int | None:
     """The test length that early stopping and the progress bar watch.
 
-    The training length (`data.params["train_len"]`, else the training rows' length) when it
-    is among the test lengths, else the shortest test length; None without test sets.
+    The task's (longest) training length `data.train_length` when it is among the test lengths,
+    else the shortest test length; None without test sets.
     """
     if not data.tests:
         return None
-    for candidate in (data.params.get("train_len"), as_batch_source(data.train).seq_len):
-        if candidate in data.tests:
-            return candidate
-    return min(data.tests)
+    return data.train_length if data.train_length in data.tests else min(data.tests)
 
 
 def evaluate_tests(

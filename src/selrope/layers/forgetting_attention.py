@@ -1,0 +1,104 @@
+"""Forgetting Transformer (FoX) attention with any rotary embedding and a KV cache."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selrope.layers.attention import Attention
+from selrope.ops import forgetting_attention_with_cache
+from selrope.ops.recurrence import compute_dtype
+
+# sigmoid(5) = 0.9933: every gate starts near 1, so FoX starts close to plain attention (a decay
+# of 1/e over ~150 tokens). The FoX paper's code starts its data-dependent gates at bias 0
+# (f near 1/2); x-transformers' data-dependent ALiBi also starts at 5.
+FORGET_BIAS_INIT = 5.0
+
+
+class ForgettingAttentionCache(NamedTuple):
+    """Decoding state of a :class:`ForgettingAttention` layer.
+
+    keys, values: ``(B, S, H, D)`` every past token's (already rotated) key and value.
+    cumulative_log_forget: ``(B, S, H)`` float32 (float64 for a float64 model), F of every past
+        token: the running sum of its log forget gates (``ops.cumulative_log_forget``).
+    rotary_state: the rotary embedding's streaming state (None for NoPE).
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    cumulative_log_forget: torch.Tensor
+    rotary_state: Any
+
+
+class ForgettingAttention(Attention):
+    """FoX: causal softmax attention whose scores decay with a data-dependent forget gate.
+
+    Per head h and token t, ``f_t = sigmoid(w_h . x_t + b_h)`` from the layer input x, and the
+    score of query i for key j gets ``sum_{l=j+1..i} log f_l`` (``ops.forgetting_attention``).
+    The rotary embedding rotates q and k exactly as in :class:`Attention`; the bias comes after.
+
+    Args:
+        model_dim: width d of the input and output.
+        num_heads: H; the head dim is d / H.
+        rotary: rotary config (dict or RotaryConfig) for ``selrope.rotary.build_rotary``.
+        forget_bias_init: the initial gate bias b (every head); sigmoid(b) is the gate of x = 0.
+    """
+
+    def __init__(
+        self,
+        model_dim: int,
+        num_heads: int,
+        rotary: Any = None,
+        forget_bias_init: float = FORGET_BIAS_INIT,
+    ):
+        super().__init__(model_dim, num_heads, rotary)
+        if (
+            not isinstance(forget_bias_init, (int, float))
+            or isinstance(forget_bias_init, bool)
+            or not math.isfinite(forget_bias_init)
+        ):
+            raise ValueError(f"forget_bias_init must be a finite float; got {forget_bias_init!r}")
+        self.forget_proj = nn.Linear(model_dim, num_heads, bias=False)
+        # Kept apart from forget_proj: a language model re-initialises every Linear's bias to 0.
+        self.forget_bias = nn.Parameter(torch.full((num_heads,), float(forget_bias_init)))
+
+    def log_forget(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``(B, T, d)`` -> log f ``(B, T, H)`` (< 0), float32 or better.
+
+        The bias is added in float32 after the projection, so under bf16 autocast only the small
+        data-dependent part of the logit is rounded.
+        """
+        dtype = compute_dtype(x.dtype)
+        return F.logsigmoid(self.forget_proj(x).to(dtype) + self.forget_bias.to(dtype))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: ForgettingAttentionCache | None = None,
+        rotary_input: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ForgettingAttentionCache]:
+        """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
+
+        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
+        ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``):
+        attention stays within each document and rotary angles restart. The cache keeps every
+        token's key, value and F (cached tokens count as the first document of the next call).
+        """
+        B, T, _ = x.shape
+        past_rotary = None if cache is None else cache.rotary_state
+        q, k, v, rotary_state = self.rotated_qkv(x, past_rotary, rotary_input, segment_ids)
+        past = (
+            (None, None, None)
+            if cache is None
+            else (cache.keys, cache.values, cache.cumulative_log_forget)
+        )
+        o, keys, values, cumulative = forgetting_attention_with_cache(
+            q, k, v, self.log_forget(x), *past, segment_ids=segment_ids
+        )
+        new_cache = ForgettingAttentionCache(keys, values, cumulative, rotary_state)
+        return self.o_proj(o.reshape(B, T, -1)), new_cache
