@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -20,8 +22,17 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _init_worker(num_threads: int) -> None:
+def _init_worker(num_threads: int, parent_pid: int) -> None:
     torch.set_num_threads(num_threads)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int, poll_s: float = 1.0) -> None:
+    """End this worker once the process that started it is gone (killed by a signal that left no
+    time to shut the pool down): an orphaned worker would go on training, unseen."""
+    while os.getppid() == parent_pid:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def run_parallel(jobs: Sequence[Job], max_workers: int | None = None) -> list[Any]:
@@ -29,7 +40,9 @@ def run_parallel(jobs: Sequence[Job], max_workers: int | None = None) -> list[An
 
     With more than one worker, jobs run in `spawn`ed processes (so each `fn` must be a picklable
     top-level function and its kwargs picklable), each limited to cpus // workers torch threads so
-    that workers do not oversubscribe the cores. With one worker they run here, one after another.
+    that workers do not oversubscribe the cores. Workers end themselves within a second when this
+    process dies (e.g. killed by SIGTERM or SIGKILL). With one worker they run here, one after
+    another.
 
     Args:
         jobs: (function, kwargs) pairs.
@@ -48,7 +61,7 @@ def run_parallel(jobs: Sequence[Job], max_workers: int | None = None) -> list[An
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(max(1, cpus // workers),),
+        initargs=(max(1, cpus // workers), os.getpid()),
     ) as pool:
         futures = [pool.submit(fn, **kwargs) for fn, kwargs in jobs]
         try:
