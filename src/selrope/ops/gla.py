@@ -23,7 +23,6 @@ import torch
 
 from selrope.ops.fla_backend import fla_chunk_gla, use_fla
 from selrope.ops.recurrence import (
-    ChunkSegments,
     check_log_decay,
     check_sequence,
     check_shape,
@@ -199,10 +198,13 @@ def chunk_gla(
         states_before.append(state)
         state = decay * state + update
     o = q_inter @ torch.stack(states_before, dim=2)
-    if G_last.detach().min() > -_DENSE_MAX_CHUNK_DECAY[dtype]:
-        o = o + _dense_intra_chunk_output(q_from_start, kc, vc, G, segments)
+    same_document = None if segments is None else segments.same_document
+    # Inside torch.compile the overflow-free form always runs: choosing by the data needs the host
+    # (a graph break), and torch.cond cannot yet differentiate two branches whose gradients are
+    # laid out differently.
+    if not torch.compiler.is_compiling() and G_last.min() > -_DENSE_MAX_CHUNK_DECAY[dtype]:
+        o = o + _dense_intra_chunk_output(q_from_start, kc, vc, G, same_document)
     else:
-        same_document = None if segments is None else segments.same_document
         o = o + _intra_chunk_output(qc, kc, vc, G, same_document)
     return from_chunks(o, T).to(v.dtype), state if output_final_state else None
 
@@ -212,7 +214,7 @@ def _dense_intra_chunk_output(
     k: torch.Tensor,
     v: torch.Tensor,
     G: torch.Tensor,
-    segments: ChunkSegments | None,
+    same_document: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``o_i = sum_{j <= i, same document} (q_i * exp(G_i - G_j)) . k_j  v_j`` by one matmul.
 
@@ -223,14 +225,14 @@ def _dense_intra_chunk_output(
         q_from_start: ``(..., C, K)`` scaled queries times exp(G).
         k, G: ``(..., C, K)`` keys and in-chunk cumulative log decays.
         v: ``(..., C, V)`` values.
-        segments: the packed-document masks, or None (one document).
+        same_document: ``(..., C, C)`` bool pairs in one packed document, or None (all pairs).
 
     Returns:
         ``(..., C, V)`` the intra-chunk outputs.
     """
     scores = (q_from_start @ (k * (-G).exp()).transpose(-1, -2)).tril()
-    if segments is not None:
-        scores = scores * segments.same_document
+    if same_document is not None:
+        scores = scores * same_document
     return scores @ v
 
 

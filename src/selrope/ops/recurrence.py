@@ -66,7 +66,15 @@ def check_sequence(
 def check_log_decay(name: str, g: torch.Tensor) -> bool:
     """Raise a ValueError naming ``g`` unless every log decay is ``<= 0`` (positive decays grow
     the state without bound, NaN poisons it); ``-inf`` is allowed: decay 0, a hard reset that
-    forgets the state. Returns whether any entry is ``-inf``."""
+    forgets the state. Returns whether any entry is ``-inf``.
+
+    Inside ``torch.compile`` the check runs on the device without a host sync (no graph break):
+    finite log decays ``<= 0`` are asserted (a RuntimeError naming ``g`` otherwise), so the
+    ``-inf`` resets that need the loop forms are refused there, and this returns False."""
+    if torch.compiler.is_compiling():
+        valid = ((g <= 0) & torch.isfinite(g)).all()
+        torch._assert_async(valid, f"{name} must hold finite log decays <= 0 under torch.compile")
+        return False
     if not bool((g <= 0).all()):
         bad = g[~(g <= 0)].flatten()[0].item()
         raise ValueError(
