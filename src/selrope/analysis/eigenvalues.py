@@ -200,8 +200,8 @@ def analyze_complex(
             "output and the complex recurrence with the extracted eigenvalues differ by at most "
             f"{mismatch:.1e} (float64, 4 test words). Left: each pair's eigenvalue for a token, "
             "at the end of a run of it (the increment as in `angles`, the decay of that token); "
-            "right: the eigenvalue of every step of the test words (with the short conv, a "
-            "step's angle also depends on the 3 tokens before it). Mean |lambda| per step: "
+            "right: the eigenvalue of every step of the test words (a step's angle also depends "
+            "on the tokens before it inside the short conv's window). Mean |lambda| per step: "
             f"{moduli}. Theory: lambda = -1 for token 1 and +1 for token 0 in the pairs that "
             f"carry the parity. Pairs with arg lambda within pi/8 of both ({int(parity.sum())} of "
             f"{parity.numel()}; tolerance {TOLERANCE:.3f} rad):",
