@@ -7,6 +7,7 @@
     selrope eval    --checkpoint RUN[,RUN...] --data CORPUS --lengths 256,512,1024 --out DIR
     selrope demo    --out DIR
     selrope theory  (softmax as random rotations; rotation leakage and the decay window)
+    selrope analyze rff|leakage|complex|angles --out DIR   (figures + report.md)
     selrope data prepare --input PATH [PATH ...] | --default --tokenizer byte|bpe:VOCAB --out DIR
 
 Options come from the fields of ``LMConfig`` (model), ``TrainConfig`` (optimiser and loop) and
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         "theory": command_theory,
         "data": command_data,
         "eval": command_eval,
+        "analyze": command_analyze,
     }
     if not argv or argv[0] not in commands:
         print(__doc__)
@@ -241,6 +243,12 @@ def command_eval(argv: list[str]) -> None:
     from selrope.evaluation.command import run_eval_command
 
     run_eval_command(argv)
+
+
+def command_analyze(argv: list[str]) -> None:
+    from selrope.analysis.command import run_analyze_command
+
+    run_analyze_command(argv)
 
 
 def command_theory(argv: list[str]) -> None:

@@ -1,0 +1,150 @@
+"""``selrope analyze``: theory figures and a look inside trained models, with a report.
+
+    selrope analyze rff     --out DIR [--seed N]
+    selrope analyze leakage --out DIR [--seed N]
+    selrope analyze complex --out DIR [--seed N] [--checkpoint RUN | --steps N]
+    selrope analyze angles  --out DIR [--seed N] [--checkpoint RUN | --steps N]
+
+rff: softmax attention as linear attention on randomly rotated features (error against the
+number of features, attention maps). leakage: the rotation kernel with and without a decay
+window, and a pure-rotation against a damped recurrence. complex: the eigenvalues of GLA +
+Selective RoPE with tied pair decays. angles: the angle increment Selective RoPE learned for each
+token. complex and angles train the demo's parity model (about a minute on a CPU) into
+DIR/<analysis>-model unless --checkpoint names a saved parity model (a run folder or its model/).
+Each writes PNG figures and its section of DIR/report.md (other analyses' sections are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from selrope.analysis.parity_model import DEFAULT_STEPS
+from selrope.analysis.report import ANALYSES, Section, write_section
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix abbreviations, whose errors are one-line ValueErrors."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``selrope analyze`` argument parser (errors raise ValueError)."""
+    parser = _Parser(
+        prog="selrope analyze",
+        description=__doc__.split("\n\n")[0].replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("analysis", choices=ANALYSES, help="which analysis to run")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for figures + report")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds every random draw and the training (0)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="RUN",
+        help="complex/angles: a saved parity model instead of training one",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"complex/angles: training steps of the model trained here ({DEFAULT_STEPS})",
+    )
+    return parser
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Raise ValueError for options that do not fit the chosen analysis."""
+    trains = args.analysis in ("complex", "angles")
+    if not trains:
+        for flag, value in (("--checkpoint", args.checkpoint), ("--steps", args.steps)):
+            if value is not None:
+                raise ValueError(f"{flag} applies to complex and angles only; got {value!r}")
+    if args.checkpoint is not None and args.steps is not None:
+        raise ValueError("--steps trains a model; it does not apply with --checkpoint")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be a positive integer; got {args.steps}")
+    if not args.out.strip():
+        raise ValueError("--out must name a folder; got ''")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out}: is a file, not a folder")
+
+
+def model_section(args: argparse.Namespace, out_dir: Path) -> Section:
+    """complex / angles: train or load the parity model, then look inside it."""
+    from selrope.analysis.angles import analyze_angles
+    from selrope.analysis.eigenvalues import analyze_complex
+    from selrope.analysis.parity_model import (
+        describe_model,
+        load_parity_model,
+        parity_accuracy,
+        parity_test_sets,
+        train_parity_model,
+    )
+
+    tests = parity_test_sets(args.seed)
+    if args.checkpoint is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = out_dir / f"{args.analysis}-model"
+        steps = DEFAULT_STEPS if args.steps is None else args.steps
+        print(f"training the parity model ({steps} steps, seed {args.seed}) into {run_dir}")
+        started = time.perf_counter()
+        model, accuracy = train_parity_model(run_dir, args.seed, steps)
+        source = (
+            f"the demo's parity model trained here for {steps} steps (seed {args.seed}, "
+            f"{time.perf_counter() - started:.0f} s on the CPU) into `{run_dir}`"
+        )
+    else:
+        model = load_parity_model(args.checkpoint)
+        accuracy = parity_accuracy(model, tests)
+        source = f"`{args.checkpoint}`"
+        out_dir.mkdir(parents=True, exist_ok=True)
+    about = describe_model(model, source, accuracy, args.seed)
+    if args.analysis == "complex":
+        return analyze_complex(out_dir, model, tests[min(tests)][0][:16], about)
+    return analyze_angles(out_dir, model, about)
+
+
+def run_analyze_command(argv: list[str]) -> None:
+    """Parse ``argv`` (after ``selrope analyze``), run the analysis, write figures and report.
+
+    Raises:
+        ValueError: bad arguments, or a checkpoint that is not a fitting parity model (the
+            message names the option).
+    """
+    args = build_parser().parse_args(argv)
+    check_arguments(args)
+    out_dir = Path(args.out)
+    started = time.perf_counter()
+    if args.analysis == "rff":
+        from selrope.analysis.rff import analyze_rff
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        section = analyze_rff(out_dir, args.seed)
+    elif args.analysis == "leakage":
+        from selrope.analysis.leakage import analyze_leakage
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        section = analyze_leakage(out_dir, args.seed)
+    else:
+        try:
+            section = model_section(args, out_dir)
+        except ValueError as error:
+            if args.checkpoint is None:
+                raise
+            raise ValueError(f"--checkpoint {args.checkpoint}: {error}") from None
+    report = write_section(out_dir, args.analysis, section.markdown)
+    for figure in section.figures:
+        print(f"wrote {figure}")
+    print(f"wrote {report} (section {args.analysis}) in {time.perf_counter() - started:.1f} s")
