@@ -5,7 +5,7 @@ packed rows (segment ids with a document boundary in every row, as ``--packing r
 Every variant of a mixer is timed in the same run, interleaved over the repeats so that a busy
 machine slows them alike; the ratio column divides by RoPE's tokens/s (same mixer).
 
-    python benchmarks/model.py [--device cuda] [--quick] [--json rows.json]
+    python benchmarks/model.py [--device cuda] [--quick] [--compile] [--json rows.json]
 
 Defaults: the LM study's CPU model (d 128, 4 layers, 4 heads, vocab 8,192, tied embeddings),
 B 16, T 256, float32 on CPU; on CUDA bf16 autocast and ``--d-model 1024 --n-layers 6``-sized
@@ -47,6 +47,7 @@ def make_step(mixer: str, position: str, args: argparse.Namespace, device: torch
         tie_embeddings=True,
     )
     model = LanguageModel(config).to(device)
+    forward = torch.compile(model) if args.compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq_len + 1), device=device)
     segment_ids = torch.zeros(args.batch, args.seq_len, dtype=torch.long, device=device)
@@ -55,7 +56,7 @@ def make_step(mixer: str, position: str, args: argparse.Namespace, device: torch
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(ids[:, :-1], segment_ids=segment_ids)
+            logits = forward(ids[:, :-1], segment_ids=segment_ids)
         loss = lm_loss(logits, ids[:, 1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 repeats")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--json", help="write the rows to this path")
     args = parser.parse_args()
     if args.quick:
@@ -117,7 +119,8 @@ def main() -> None:
     print(
         f"\ndevice={device} threads={torch.get_num_threads()} d={args.d_model} "
         f"layers={args.n_layers} heads={args.n_heads} vocab={args.vocab} B={args.batch} "
-        f"T={args.seq_len} {'bf16 autocast' if device.type == 'cuda' else 'float32'}, "
+        f"T={args.seq_len} {'bf16 autocast' if device.type == 'cuda' else 'float32'}"
+        f"{', torch.compile' if args.compile else ''}, "
         f"median of {args.repeats} training steps"
     )
     names = ["mixer", "position", "step ms", "tokens/s", "x RoPE"]
