@@ -137,6 +137,9 @@ def test_user_errors(tmp_path) -> None:
         SelropeLM(run, batch_size="auto")
     with pytest.raises(ValueError, match="max_batch_tokens must be a positive integer"):
         SelropeLM(run, max_batch_tokens=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is available"):
+            SelropeLM(run, device="cuda:0")
     (run / "model" / "tokenizer.json").unlink()
     with pytest.raises(ValueError, match="holds no tokenizer.json"):
         SelropeLM(run)

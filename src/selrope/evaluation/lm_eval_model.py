@@ -55,11 +55,12 @@ class SelropeLM(TemplateLM):
         max_batch_tokens: most padded tokens per forward pass (a longer request goes alone). The
             default keeps float32 logits of an 8,192-token vocabulary at 24 MiB, below the 32 MiB
             above which glibc hands out fresh, page-faulting memory for every batch.
-        device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``; lm-eval's command line
+            passes ``"cuda:0"`` unless told ``--device cpu``).
 
     Raises:
-        ValueError: not a model directory, no ``tokenizer.json`` beside the weights, or a batch
-            limit below 1.
+        ValueError: not a model directory, no ``tokenizer.json`` beside the weights, a batch
+            limit below 1, or a CUDA device without CUDA.
     """
 
     def __init__(
@@ -79,6 +80,8 @@ class SelropeLM(TemplateLM):
         self.batch_size = _positive_int("batch_size", batch_size)
         self.max_batch_tokens = _positive_int("max_batch_tokens", max_batch_tokens)
         self._device = torch.device(device)
+        if self._device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA device is available (use device cpu)")
         self.model = load_model(model_dir, self._device).eval()
         self.tokenizer = load_tokenizer(model_dir)
         self._eot_token_id = self.tokenizer.token_to_id(EOS_TOKEN)
