@@ -20,9 +20,9 @@ log-softmaxes every padded position and then takes each request apart in Python 
 argmax and a gather per request), and it batches by rows only, so long rows make
 ``(B, T, vocab)`` logits too large for the CPU's caches (a forward pass of 2,048 padded tokens
 costs 25-40 % more per token than one of 512-1,024 with these models). On 5,680 BLiMP and PIQA
-requests to the 2.1 M-parameter attention model of docs/results.md §9 (one CPU thread) HFLM took
-2.1 ms per request at batch size 8 or 32, SelropeLM 1.6 ms, with the same log-likelihoods to 1e-4
-and the same greedy flags.
+requests to the 2.1 M-parameter attention model of docs/results.md §9 (one CPU thread, quiet
+machine) HFLM took 1.78 ms per request at batch size 8 and 1.57 ms at 32, SelropeLM 1.26 ms, with
+the same log-likelihoods to 1e-4 and the same greedy flags.
 """
 
 from __future__ import annotations
