@@ -1,27 +1,38 @@
-"""selrope.evaluation.harness: lm-eval's loglikelihood == the model's own log-probabilities, and
-`selrope eval --tasks` end to end on tiny local BLiMP / PIQA files with no network."""
+"""selrope.evaluation.harness: the task documents carry lm-eval's own BLiMP / PIQA prompts,
+`selrope eval --tasks` end to end on tiny local files with no network (accuracies from the
+models' own log-probabilities), and lm-eval's HFLM around the transformers bridge."""
 
 from __future__ import annotations
 
+import ast
 import json
 import socket
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 pytest.importorskip("lm_eval", reason="the eval extra (lm-eval) is not installed")
 
-from selrope.data import EOS_TOKEN, prepare_corpus  # noqa: E402
+from byte_models import own_logprob, save_byte_run  # noqa: E402
+
+from selrope.data import EOS_TOKEN  # noqa: E402
 from selrope.evaluation.command import run_eval_command  # noqa: E402
-from selrope.evaluation.harness import harness_model, write_task_configs  # noqa: E402
+from selrope.evaluation.harness import load_tasks, write_task_configs  # noqa: E402
 from selrope.models import LanguageModel, LMConfig  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BLIMP_PAIRS = {
-    "agreement": [("The cats sleep.", "The cats sleeps."), ("A dog barks.", "A dog bark.")],
-    "island": [("Who did you see?", "Who did you see him?"), ("It rains.", "It rain.")],
+    "agreement": [
+        ("The cats sleep.", "The cats sleeps."),
+        ("A dog barks.", "A dog bark."),
+        ("These books are red.", "These books is red."),
+    ],
+    "island": [
+        ("Who did you see?", "Who did you see him?"),
+        ("It rains.", "It rain."),
+        ("What did she say that he ate?", "What did she say whether he ate?"),
+    ],
 }
 PIQA = [
     ({"goal": "Open a jar", "sol1": "twist the lid", "sol2": "eat the lid"}, 0),
@@ -50,41 +61,28 @@ def offline(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def byte_run(tmp_path_factory) -> Path:
-    """A tiny GLA + Selective-RoPE-free model saved like a training run: model/ with the byte
-    corpus tokenizer beside the weights."""
-    root = tmp_path_factory.mktemp("run")
-    (root / "docs").mkdir()
-    (root / "docs" / "a.txt").write_text("a small corpus for the tokenizer")
-    (root / "docs" / "b.txt").write_text("and a second document")
-    prepare_corpus([root / "docs"], "byte", root / "data", progress=False)
-    tokenizer_json = (root / "data" / "tokenizer.json").read_bytes()
-    config = LMConfig(vocab_size=257, d_model=16, n_layers=1, n_heads=2, mixer="gla", chunk_size=8)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = LanguageModel(config)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.5 * torch.randn_like(p))
-    model.save_pretrained(root / "run" / "model")
-    (root / "run" / "model" / "tokenizer.json").write_bytes(tokenizer_json)
-    return root / "run"
+    """A tiny GLA model saved like a training run, the byte tokenizer beside the weights."""
+    return save_byte_run(tmp_path_factory.mktemp("run"), "gla")
 
 
-def own_logprob(model: LanguageModel, context: str, continuation: str) -> float:
-    """Summed log-probability of the continuation's bytes after the context's bytes (an empty
-    context reads the continuation after EOS, id 256)."""
-    context_ids = list(context.encode()) or [256]
-    ids = torch.tensor([context_ids + list(continuation.encode())])
-    with torch.no_grad():
-        logprobs = model(ids[:, :-1]).double().log_softmax(-1)[0]
-    targets = ids[0, len(context_ids) :]
-    return float(logprobs[len(context_ids) - 1 :].gather(-1, targets[:, None]).sum())
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory) -> Path:
+    return save_byte_run(tmp_path_factory.mktemp("run2"), "attention", {"type": "rope"}, seed=1)
 
 
-def test_loglikelihood_is_the_models_own_log_probability(byte_run, offline) -> None:
+def test_hflm_around_the_transformers_bridge_scores_like_the_model(byte_run, offline) -> None:
+    # lm-eval's own `--model hf` path: HFLM around SelropeForCausalLM and SelropeTokenizer.
     from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
 
-    lm = harness_model(byte_run / "model", "cpu", batch_size=2)
+    from selrope.models.hf import SelropeForCausalLM, SelropeTokenizer
+
+    lm = HFLM(
+        pretrained=SelropeForCausalLM.from_pretrained(byte_run / "model"),
+        backend="causal",
+        tokenizer=SelropeTokenizer.from_pretrained(byte_run / "model"),
+        batch_size=2,
+    )
     model = LanguageModel.from_pretrained(byte_run / "model").eval()
     pairs = [("Question: why?\nAnswer:", " because"), ("", "The cats sleep."), ("ab", "c")]
     requests = [
@@ -113,37 +111,105 @@ def _write_local_data(root: Path) -> tuple[Path, Path]:
     return blimp, piqa
 
 
-def test_selrope_eval_tasks_offline_end_to_end(byte_run, tmp_path, offline, capsys) -> None:
+def _blimp_right(model: LanguageModel, good: str, bad: str) -> bool:
+    # lm-eval's continuation is target_delimiter + choice, read after EOS (empty context).
+    return own_logprob(model, "", " " + good) > own_logprob(model, "", " " + bad)
+
+
+def _piqa_choice(model: LanguageModel, doc: dict, normalise: bool) -> int:
+    def score(k: int) -> float:
+        solution = doc[f"sol{k + 1}"]
+        logprob = own_logprob(model, f"Question: {doc['goal']}\nAnswer:", " " + solution)
+        return logprob / len(solution) if normalise else logprob  # acc_norm: per character
+
+    return max((0, 1), key=score)
+
+
+def test_selrope_eval_tasks_offline_end_to_end(
+    byte_run, second_run, tmp_path, offline, capsys
+) -> None:
     blimp, piqa = _write_local_data(tmp_path)
     out = tmp_path / "out"
     run_eval_command(
-        ["--checkpoint", str(byte_run), "--tasks", "blimp,piqa", "--blimp-dir", str(blimp)]
-        + ["--piqa-dir", str(piqa), "--out", str(out), "--device", "cpu", "--name", "tiny"]
+        ["--checkpoint", f"{byte_run},{second_run}", "--tasks", "blimp,piqa"]
+        + ["--blimp-dir", str(blimp), "--piqa-dir", str(piqa), "--out", str(out)]
+        + ["--device", "cpu", "--name", "gla,attention", "--batch-size", "3"]
     )
     assert offline == []
-    model = LanguageModel.from_pretrained(byte_run / "model").eval()
-    # BLiMP: right when the good sentence is likelier (empty context); the group is the mean of
-    # the paradigms' accuracies.
-    paradigm_accs = [
-        sum(own_logprob(model, "", g) > own_logprob(model, "", b) for g, b in pairs) / len(pairs)
-        for pairs in BLIMP_PAIRS.values()
-    ]
-    piqa_right = [
-        max(
-            (0, 1),
-            key=lambda k: own_logprob(
-                model, f"Question: {doc['goal']}\nAnswer:", " " + doc[f"sol{k + 1}"]
-            ),
+    everything = json.loads((out / "harness.json").read_text())
+    # Both models were scored on the same task objects (built once); each matches its own
+    # log-probabilities.
+    for name, run in (("gla", byte_run), ("attention", second_run)):
+        model = LanguageModel.from_pretrained(run / "model").eval()
+        results = everything[name]["results"]
+        paradigm_accs = {
+            uid: sum(_blimp_right(model, g, b) for g, b in pairs) / len(pairs)
+            for uid, pairs in BLIMP_PAIRS.items()
+        }
+        for uid, acc in paradigm_accs.items():
+            assert results[f"selrope_blimp_{uid}"]["acc,none"] == pytest.approx(acc)
+        # The group: the unweighted mean of the paradigms.
+        assert results["selrope_blimp"]["acc,none"] == pytest.approx(
+            sum(paradigm_accs.values()) / len(paradigm_accs)
         )
-        == label
-        for doc, label in PIQA
-    ]
-    results = json.loads((out / "harness.json").read_text())["tiny"]["results"]
-    assert results["selrope_blimp"]["acc,none"] == pytest.approx(sum(paradigm_accs) / 2)
-    assert results["selrope_piqa"]["acc,none"] == pytest.approx(sum(piqa_right) / len(PIQA))
+        for metric, normalise in (("acc", False), ("acc_norm", True)):
+            right = [_piqa_choice(model, doc, normalise) == label for doc, label in PIQA]
+            assert results["selrope_piqa"][f"{metric},none"] == pytest.approx(
+                sum(right) / len(PIQA)
+            )
+            assert results["selrope_piqa"][f"{metric}_stderr,none"] > 0
+        assert everything[name]["seconds"] > 0
     table = (out / "harness.md").read_text()
-    assert table.startswith("| model | BLiMP acc") and "| tiny | " in table
-    assert "tiny  selrope_piqa  acc=" in capsys.readouterr().out
+    assert table.startswith("| model | BLiMP acc") and "| attention | " in table
+    assert " ± " in table.splitlines()[2]
+    assert "gla  selrope_piqa  acc=" in capsys.readouterr().out
+
+
+def test_limit_takes_the_first_documents_of_every_paradigm(byte_run, tmp_path, offline) -> None:
+    blimp, piqa = _write_local_data(tmp_path)
+    out = tmp_path / "out"
+    run_eval_command(
+        ["--checkpoint", str(byte_run), "--tasks", "blimp", "--blimp-dir", str(blimp)]
+        + ["--out", str(out), "--name", "tiny", "--limit", "2"]
+    )
+    model = LanguageModel.from_pretrained(byte_run / "model").eval()
+    results = json.loads((out / "harness.json").read_text())["tiny"]
+    for uid, pairs in BLIMP_PAIRS.items():
+        assert results["n-samples"][f"selrope_blimp_{uid}"]["effective"] == 2
+        assert results["results"][f"selrope_blimp_{uid}"]["acc,none"] == pytest.approx(
+            sum(_blimp_right(model, g, b) for g, b in pairs[:2]) / 2
+        )
+
+
+def test_documents_carry_lm_evals_own_prompts(tmp_path, offline) -> None:
+    # The prompts are filled in when the documents are written; they must be the strings that
+    # lm-eval's own blimp and piqa tasks make with their Jinja templates.
+    import lm_eval
+    import yaml
+    from lm_eval.utils import apply_template
+
+    blimp, piqa = _write_local_data(tmp_path)
+    names = write_task_configs(tmp_path / "tasks", ["blimp", "piqa"], blimp, piqa)
+    tasks = load_tasks(names, tmp_path / "tasks")
+    lm_eval_tasks = Path(lm_eval.__file__).parent / "tasks"
+    blimp_template = yaml.safe_load((lm_eval_tasks / "blimp" / "_template_yaml").read_text())
+    piqa_template = yaml.safe_load((lm_eval_tasks / "piqa" / "piqa.yaml").read_text())
+    blimp_group, piqa_task = tasks
+    paradigms = {task.config.task: task for task in blimp_group.get_all_tasks()}
+    assert sorted(paradigms) == [f"selrope_blimp_{uid}" for uid in sorted(BLIMP_PAIRS)]
+    checked = 0
+    for task, template in [*((t, blimp_template) for t in paradigms.values())] + [
+        (piqa_task, piqa_template)
+    ]:
+        for doc in task.validation_docs():
+            raw = {key: value for key, value in doc.items() if key not in ("query", "choices")}
+            assert task.doc_to_text(doc) == apply_template(template["doc_to_text"], raw)
+            choices = ast.literal_eval(apply_template(template["doc_to_choice"], raw))
+            assert task.doc_to_choice(doc) == choices
+            target = template["doc_to_target"]
+            assert task.doc_to_target(doc) == (target if isinstance(target, int) else raw[target])
+            checked += 1
+    assert checked == sum(len(pairs) for pairs in BLIMP_PAIRS.values()) + len(PIQA)
 
 
 def _run_error(argv, capsys) -> str:
@@ -192,3 +258,10 @@ def test_task_configs_for_the_real_blimp_and_piqa(tmp_path) -> None:
     labels = (SHARED_DATA / "piqa" / "valid-labels.lst").read_text().split()
     assert len(merged) == len(labels) == 1838
     assert [json.loads(line)["label"] for line in merged] == [int(label) for label in labels]
+    paradigms = sorted((tmp_path / "blimp").glob("*.jsonl"))
+    assert [path.name for path in paradigms] == [
+        path.name for path in sorted((SHARED_DATA / "blimp").glob("*.jsonl"))
+    ]
+    first = json.loads(paradigms[0].read_text().splitlines()[0])
+    assert first["choices"] == [first["sentence_good"], first["sentence_bad"]]
+    assert sum(len(path.read_text().splitlines()) for path in paradigms) == 67_000

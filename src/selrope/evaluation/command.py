@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,6 +33,9 @@ from selrope.evaluation.report import EvaluatedRun, write_report
 from selrope.evaluation.runs import load_model, model_directory, training_length
 from selrope.models.lm import CONFIG_FILE
 from selrope.rotary import parse_rotary_config
+
+PERPLEXITY_BATCH_SIZE = 8  # windows of up to 2,048 tokens
+HARNESS_BATCH_SIZE = 64  # requests; SelropeLM also caps a forward pass at 768 padded tokens
 
 
 def fail(message: str) -> NoReturn:
@@ -53,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lengths", default=None, help="context lengths, e.g. 256,512,1024")
     parser.add_argument("--out", required=True, help="where the report goes")
     parser.add_argument("--split", default="val", help="split of --data to score (val)")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="windows (perplexity, default 8) or harness requests (--tasks, default 64) per "
+        "forward pass",
+    )
     parser.add_argument("--max-tokens", type=int, default=None, help="cap on scored tokens")
     parser.add_argument(
         "--device",
@@ -200,7 +210,7 @@ def _run_perplexity(
             model,
             split,
             lengths,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or PERPLEXITY_BATCH_SIZE,
             max_tokens=args.max_tokens,
             device=device,
         )
@@ -264,27 +274,31 @@ def _run_harness(
     from selrope.evaluation.harness import (
         evaluate_tasks,
         harness_model,
+        load_tasks,
         markdown_table,
         summary_rows,
     )
 
-    tasks_dir = Path(args.out) / "tasks"
+    tasks = load_tasks(task_names, Path(args.out) / "tasks")
+    out = Path(args.out)
     everything, rows = {}, {}
     for item in planned:
         if item.rope_scaling is not None:
             continue
-        lm = harness_model(item.model_dir, device, args.batch_size)
-        results = evaluate_tasks(lm, task_names, tasks_dir, limit=args.limit)
+        start = time.perf_counter()
+        lm = harness_model(item.model_dir, device, args.batch_size or HARNESS_BATCH_SIZE)
+        results = evaluate_tasks(lm, tasks, limit=args.limit)
+        seconds = time.perf_counter() - start
         rows[item.name] = summary_rows(results)
-        everything[item.name] = {"checkpoint": str(item.model_dir), **results}
+        everything[item.name] = {"checkpoint": str(item.model_dir), "seconds": seconds, **results}
         for task, row in rows[item.name].items():
             metrics = "  ".join(f"{key}={value:.4f}" for key, value in row.items() if key != "n")
-            print(f"{item.name}  {task}  {metrics}  n={row['n']}")
+            print(f"{item.name}  {task}  {metrics}  n={row['n']}  ({seconds:.0f} s)")
         del lm
-    out = Path(args.out)
-    (out / "harness.json").write_text(
-        json.dumps(everything, indent=2, default=handle_non_serializable) + "\n"
-    )
-    (out / "harness.md").write_text(markdown_table(rows))
+        # Rewritten after every model: a long run keeps what it has finished.
+        (out / "harness.json").write_text(
+            json.dumps(everything, indent=2, default=handle_non_serializable) + "\n"
+        )
+        (out / "harness.md").write_text(markdown_table(rows))
     for name in ("harness.json", "harness.md"):
         print(f"wrote {out / name}")

@@ -1,22 +1,27 @@
-"""BLiMP and PIQA through lm-evaluation-harness (extras ``hf`` + ``eval``), fully offline.
+"""BLiMP and PIQA through lm-evaluation-harness (extra ``eval``), fully offline.
 
-The task configs are written at run time from local files (absolute paths, ``dataset_path:
-json``), with the prompts of lm-eval's own ``blimp`` and ``piqa`` tasks:
+The task configs and their data are written at run time from the local files (absolute paths,
+``dataset_path: json``), with the prompts of lm-eval's own ``blimp`` and ``piqa`` tasks:
 
 - ``selrope_blimp``: a group of the 67 paradigms ``selrope_blimp_<UID>`` (one JSONL each, from
   the BLiMP release); a sentence pair is right when the grammatical sentence gets the higher
   log-probability (empty context: the model reads it after ``<|endoftext|>``, a document start).
   acc is the unweighted mean over paradigms, as in lm-eval's ``blimp``; chance 0.5.
-- ``selrope_piqa``: PIQA validation (``valid.jsonl`` with ``valid-labels.lst`` merged into one
-  JSONL beside the configs), "Question: {goal}\\nAnswer:" + either solution; acc and acc_norm,
-  chance 0.5.
+- ``selrope_piqa``: PIQA validation (``valid.jsonl`` with ``valid-labels.lst``),
+  "Question: {goal}\nAnswer:" + either solution; acc and acc_norm, chance 0.5.
 
-The model is the transformers bridge (``selrope.models.hf``) inside lm-eval's ``HFLM``. Running
-this module runs lm-eval's own command line with selrope registered first:
+Every document is written with its prompt already filled in (``query``, ``choices``, ``label``:
+the strings lm-eval's Jinja templates ``doc_to_text`` / ``doc_to_choice`` make, which the task
+configs then name as fields). lm-eval compiles a template afresh at every use, four uses per
+document, about 2 ms per BLiMP pair: as long as scoring the pair with these models.
+
+The model is :class:`selrope.evaluation.lm_eval_model.SelropeLM` (lm-eval model ``selrope``).
+Running this module runs lm-eval's own command line with selrope's models registered first
+(``--model selrope``, or ``--model hf`` for the transformers bridge):
 
     python -m selrope.evaluation.harness tasks --blimp-dir D --piqa-dir D --out TASKS
-    python -m selrope.evaluation.harness run --model hf --model_args pretrained=RUN/model \\
-        --tasks selrope_blimp,selrope_piqa --include_path TASKS --device cpu
+    python -m selrope.evaluation.harness run --model selrope --model_args pretrained=RUN \\
+        --tasks selrope_blimp,selrope_piqa --include_path TASKS --batch_size 64
 """
 
 from __future__ import annotations
@@ -52,8 +57,24 @@ def blimp_files(blimp_dir: str | Path) -> list[Path]:
     return files
 
 
-def merged_piqa(piqa_dir: str | Path, out_file: Path) -> int:
-    """Write PIQA validation with its labels (``label``: 0 or 1) as one JSONL; return its size.
+def _write_jsonl(path: Path, docs: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+
+
+def blimp_docs(paradigm_file: Path) -> list[dict[str, Any]]:
+    """A BLiMP paradigm's pairs with lm-eval's ``blimp`` prompt filled in: ``query`` "" (the
+    sentence is read from a document start), ``choices`` [good, bad], ``label`` 0."""
+    docs = [json.loads(line) for line in paradigm_file.read_text().splitlines() if line]
+    return [
+        {**doc, "query": "", "choices": [doc["sentence_good"], doc["sentence_bad"]], "label": 0}
+        for doc in docs
+    ]
+
+
+def piqa_docs(piqa_dir: str | Path) -> list[dict[str, Any]]:
+    """PIQA validation with its labels (``label``: 0 or 1) and lm-eval's ``piqa`` prompt filled
+    in: ``query`` "Question: {goal}\\nAnswer:", ``choices`` [sol1, sol2].
 
     Raises:
         ValueError: a file is missing or the two files disagree in length.
@@ -70,11 +91,32 @@ def merged_piqa(piqa_dir: str | Path, out_file: Path) -> int:
             f"--piqa-dir: {len(docs)} questions but {len(labels)} labels (0/1 each) in "
             f"{PIQA_FILES[1]}"
         )
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    with out_file.open("w") as handle:
-        for doc, label in zip(docs, labels, strict=True):
-            handle.write(json.dumps({**doc, "label": int(label)}) + "\n")
-    return len(docs)
+    return [
+        {
+            **doc,
+            "label": int(label),
+            "query": f"Question: {doc['goal']}\nAnswer:",
+            "choices": [doc["sol1"], doc["sol2"]],
+        }
+        for doc, label in zip(docs, labels, strict=True)
+    ]
+
+
+def _multiple_choice_config(name: str, data_file: Path) -> dict[str, Any]:
+    """An lm-eval multiple-choice task reading ``query`` / ``choices`` / ``label`` fields."""
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"validation": str(data_file.resolve())}},
+        "output_type": "multiple_choice",
+        "validation_split": "validation",
+        "doc_to_text": "query",
+        "doc_to_choice": "choices",
+        "doc_to_target": "label",
+        "num_fewshot": 0,
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
 
 
 def write_task_configs(
@@ -83,10 +125,12 @@ def write_task_configs(
     blimp_dir: str | Path | None = None,
     piqa_dir: str | Path | None = None,
 ) -> list[str]:
-    """Write lm-eval task configs (and PIQA's merged JSONL) for ``tasks`` into ``tasks_dir``.
+    """Write lm-eval task configs and their documents (JSONL, prompts filled in) for ``tasks``
+    into ``tasks_dir``.
 
     Args:
-        tasks_dir: where the YAML files go (``--include_path`` of lm-eval).
+        tasks_dir: where the YAML files go (``--include_path`` of lm-eval); the documents go to
+            ``blimp/<UID>.jsonl`` and ``piqa_validation.jsonl`` beside them.
         tasks: a subset of ``("blimp", "piqa")``.
         blimp_dir: the folder of the 67 BLiMP ``<UID>.jsonl`` files (for "blimp").
         piqa_dir: the folder holding ``valid.jsonl`` and ``valid-labels.lst`` (for "piqa").
@@ -109,20 +153,11 @@ def write_task_configs(
         subtasks = []
         for path in blimp_files(blimp_dir):
             name = f"selrope_blimp_{path.stem}"
-            config = {
-                "task": name,
-                "dataset_path": "json",
-                "dataset_kwargs": {"data_files": {"train": str(path.resolve())}},
-                "output_type": "multiple_choice",
-                "validation_split": "train",
-                "doc_to_text": "",
-                "doc_to_target": 0,
-                "doc_to_choice": "{{[sentence_good, sentence_bad]}}",
-                "num_fewshot": 0,
-                "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-                "metadata": {"version": 1.0},
-            }
-            (tasks_dir / f"{name}.yaml").write_text(_yaml_text(config))
+            data_file = tasks_dir / "blimp" / path.name
+            _write_jsonl(data_file, blimp_docs(path))
+            (tasks_dir / f"{name}.yaml").write_text(
+                _yaml_text(_multiple_choice_config(name, data_file))
+            )
             subtasks.append(name)
         group = {
             "group": TASK_NAMES["blimp"],
@@ -138,66 +173,56 @@ def write_task_configs(
         if piqa_dir is None:
             raise ValueError("--tasks piqa needs --piqa-dir")
         data_file = tasks_dir / "piqa_validation.jsonl"
-        merged_piqa(piqa_dir, data_file)
-        config = {
-            "task": TASK_NAMES["piqa"],
-            "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"validation": str(data_file.resolve())}},
-            "output_type": "multiple_choice",
-            "validation_split": "validation",
-            "doc_to_text": "Question: {{goal}}\nAnswer:",
-            "doc_to_target": "label",
-            "doc_to_choice": "{{[sol1, sol2]}}",
-            "num_fewshot": 0,
-            "metric_list": [
-                {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-                {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-            ],
-            "metadata": {"version": 1.0},
-        }
+        _write_jsonl(data_file, piqa_docs(piqa_dir))
+        config = _multiple_choice_config(TASK_NAMES["piqa"], data_file)
+        config["metric_list"].append(
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}
+        )
         (tasks_dir / f"{TASK_NAMES['piqa']}.yaml").write_text(_yaml_text(config))
         names.append(TASK_NAMES["piqa"])
     return names
 
 
 def harness_model(
-    model_dir: str | Path, device: str = "cpu", batch_size: int = 16
-) -> Any:  # lm_eval.models.huggingface.HFLM
-    """lm-eval's ``HFLM`` around a selrope model directory and its ``tokenizer.json``.
+    model_dir: str | Path, device: str = "cpu", batch_size: int = 64
+) -> Any:  # selrope.evaluation.lm_eval_model.SelropeLM
+    """lm-eval's model interface around a selrope model directory and its ``tokenizer.json``
+    (a :class:`~selrope.evaluation.lm_eval_model.SelropeLM`).
 
     Raises:
         ValueError: the directory has no tokenizer.json (the harness scores text).
     """
-    from lm_eval.models.huggingface import HFLM
+    from selrope.evaluation.lm_eval_model import SelropeLM
 
-    from selrope.models.hf import SelropeForCausalLM, SelropeTokenizer
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "tokenizer.json").is_file():
-        raise ValueError(
-            f"{str(model_dir)!r} holds no tokenizer.json: the harness needs the corpus tokenizer "
-            f"beside the weights (copy it from the prepared corpus)"
-        )
-    model = SelropeForCausalLM.from_pretrained(model_dir, device_map=device)
-    # Not AutoTokenizer: directories saved before config.json named model_type load too.
-    tokenizer = SelropeTokenizer.from_pretrained(model_dir)
-    return HFLM(
-        pretrained=model,
-        backend="causal",
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        device=device,
-    )
+    return SelropeLM(model_dir, batch_size=batch_size, device=device)
 
 
-def evaluate_tasks(
-    lm: Any, task_names: list[str], tasks_dir: str | Path, limit: int | None = None
-) -> dict[str, Any]:
-    """``lm_eval.simple_evaluate`` on the configs in ``tasks_dir`` with the offline switches set.
+def load_tasks(task_names: list[str], tasks_dir: str | Path) -> list[Any]:
+    """lm-eval's task and group objects (``lm_eval.api.task.Task`` / ``api.group.Group``) for
+    ``task_names`` from the configs in ``tasks_dir`` and no others (lm-eval's own task index
+    takes ~13 s to build). Build them once and evaluate every model on them: building the 67
+    BLiMP tasks takes ~8 s, as each one reads and lists all of its documents.
+    """
+    from lm_eval.tasks import TaskManager
+
+    os.environ.update(OFFLINE_ENV)
+    loaded = TaskManager(include_path=str(tasks_dir), include_defaults=False).load(task_names)
+    return [loaded["groups"].get(name) or loaded["tasks"][name] for name in task_names]
+
+
+def evaluate_tasks(lm: Any, tasks: list[Any], limit: int | None = None) -> dict[str, Any]:
+    """``lm_eval.simple_evaluate`` of ``lm`` on ``tasks`` (from :func:`load_tasks`) with the
+    offline switches set.
+
+    Args:
+        lm: an lm-eval model, e.g. from :func:`harness_model`.
+        tasks: the task and group objects to run.
+        limit: the first ``limit`` documents of each task (each BLiMP paradigm), or all.
 
     Returns:
         lm-eval's results dict (``results``, ``groups``, ``configs``, ``n-samples``, ...),
-        without per-sample logs.
+        without per-sample logs. Standard errors of acc and acc_norm are the closed-form ones of
+        a mean (``bootstrap_iters`` only switches them on; nothing here is bootstrapped).
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -205,26 +230,30 @@ def evaluate_tasks(
     os.environ.update(OFFLINE_ENV)
     return lm_eval.simple_evaluate(
         model=lm,
-        tasks=task_names,
-        task_manager=TaskManager(include_path=str(tasks_dir)),
+        tasks=tasks,
+        # Nothing to look up (the tasks are built), but simple_evaluate would otherwise index
+        # every task lm-eval ships.
+        task_manager=TaskManager(include_defaults=False),
         limit=limit,
         log_samples=False,
-        bootstrap_iters=0,
+        bootstrap_iters=1000,
     )
 
 
 def summary_rows(results: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """``{task: {"acc": ..., "acc_norm": ..., "n": ...}}`` for the groups and plain tasks that
-    were asked for (not the 67 BLiMP paradigms)."""
+    """``{task: {"acc": ..., "acc_stderr": ..., "acc_norm": ..., "acc_norm_stderr": ...,
+    "n": ...}}`` for the groups and plain tasks that were asked for (not the 67 BLiMP
+    paradigms); a metric or standard error lm-eval did not give is left out."""
     rows = {}
     for task in (TASK_NAMES["blimp"], TASK_NAMES["piqa"]):
         values = results.get("results", {}).get(task)
         if values is None:
             continue
         row = {}
-        for metric in ("acc", "acc_norm"):
-            if f"{metric},none" in values:
-                row[metric] = float(values[f"{metric},none"])
+        for metric in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr"):
+            value = values.get(f"{metric},none")
+            if isinstance(value, (int, float)):
+                row[metric] = float(value)
         row["n"] = _sample_count(results, task)
         rows[task] = row
     return rows
@@ -239,26 +268,40 @@ def _sample_count(results: dict[str, Any], task: str) -> int:
 
 
 def markdown_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
-    """A markdown table: one row per model, BLiMP acc and PIQA acc / acc_norm (chance 0.5)."""
+    """A markdown table: one row per model, BLiMP acc and PIQA acc / acc_norm (± standard error
+    where lm-eval gave one) and the documents scored; chance 0.5."""
     lines = [
-        "| model | BLiMP acc (67 paradigms, mean) | PIQA acc | PIQA acc_norm |",
-        "|---|---|---|---|",
+        "| model | BLiMP acc (67 paradigms, mean) | BLiMP pairs | PIQA acc | PIQA acc_norm "
+        "| PIQA questions |",
+        "|---|---|---|---|---|---|",
     ]
     for name, tasks in rows.items():
         blimp = tasks.get(TASK_NAMES["blimp"], {})
         piqa = tasks.get(TASK_NAMES["piqa"], {})
-        cells = [blimp.get("acc"), piqa.get("acc"), piqa.get("acc_norm")]
-        lines.append(
-            f"| {name} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in cells) + " |"
-        )
+        cells = [
+            _with_stderr(blimp, "acc"),
+            str(blimp.get("n", "-")),
+            _with_stderr(piqa, "acc"),
+            _with_stderr(piqa, "acc_norm"),
+            str(piqa.get("n", "-")),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Chance is 0.5 on both; lm-evaluation-harness via `selrope eval --tasks`.")
     return "\n".join(lines) + "\n"
 
 
+def _with_stderr(row: dict[str, float], metric: str) -> str:
+    if metric not in row:
+        return "-"
+    if f"{metric}_stderr" not in row:
+        return f"{row[metric]:.4f}"
+    return f"{row[metric]:.4f} ± {row[f'{metric}_stderr']:.4f}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``tasks``: write the task configs; anything else: lm-eval's command line, with the
-    selrope classes registered (``--model hf --model_args pretrained=RUN/model``)."""
+    """``tasks``: write the task configs; anything else: lm-eval's command line, with selrope's
+    models registered (``--model selrope`` or ``--model hf``, ``--model_args pretrained=RUN``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["tasks"]:
         import argparse
@@ -272,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         names = write_task_configs(args.out, tasks, args.blimp_dir, args.piqa_dir)
         print(f"wrote {', '.join(names)} to {args.out} (use --include_path {args.out})")
         return 0
-    import selrope.models.hf  # noqa: F401  (registers model_type "selrope")
+    import selrope.evaluation.lm_eval_model  # noqa: F401  (registers lm-eval model "selrope")
+    import selrope.models.hf  # noqa: F401  (registers transformers model_type "selrope")
 
     os.environ.update(OFFLINE_ENV)
     from lm_eval.__main__ import cli_evaluate
