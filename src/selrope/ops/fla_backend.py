@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -94,6 +95,34 @@ def _per_row_state(state: torch.Tensor | None, rows: PackedRows | None) -> torch
     return state.index_select(0, rows.last_document)
 
 
+def _run_recurrence(
+    kernel: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
+    sequences: tuple[torch.Tensor, ...],
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    segment_ids: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One fla chunked recurrence over ``sequences`` (each ``(B, T, ...)``, v third), with
+    selrope's packed rows, initial and final states translated; returns ``(o in v's dtype,
+    final state float32 or None)``."""
+    B, T = sequences[0].shape[:2]
+    out_dtype = sequences[2].dtype
+    rows = None if segment_ids is None else pack_rows(segment_ids)
+    if rows is not None:
+        sequences = tuple(_flat(x) for x in sequences)
+    h0 = _per_document_state(initial_state, rows)
+    o, state = kernel(
+        *sequences,
+        scale=scale,
+        initial_state=None if h0 is None else h0.float(),
+        output_final_state=output_final_state,
+        cu_seqlens=None if rows is None else rows.cu_seqlens,
+    )
+    state = _per_row_state(state, rows)
+    return o.reshape(B, T, *o.shape[2:]).to(out_dtype), None if state is None else state.float()
+
+
 def fla_chunk_gla(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -107,24 +136,11 @@ def fla_chunk_gla(
     """``chunk_gla`` on fla's kernel; arguments, shapes and returns as there (validated there)."""
     from fla.ops.gla import chunk_gla
 
-    B, T = q.shape[:2]
-    q, k = q.to(v.dtype), k.to(v.dtype)  # fla's matmuls need one dtype (autocast may mix them)
-    rows = None if segment_ids is None else pack_rows(segment_ids)
-    if rows is not None:
-        q, k, v, g = (_flat(x) for x in (q, k, v, g))
-    h0 = _per_document_state(initial_state, rows)
-    o, state = chunk_gla(
-        q,
-        k,
-        v,
-        g,
-        scale=scale,
-        initial_state=None if h0 is None else h0.float(),
-        output_final_state=output_final_state,
-        cu_seqlens=None if rows is None else rows.cu_seqlens,
+    # fla's matmuls need one dtype (autocast may mix them)
+    sequences = (q.to(v.dtype), k.to(v.dtype), v, g)
+    return _run_recurrence(
+        chunk_gla, sequences, scale, initial_state, output_final_state, segment_ids
     )
-    state = _per_row_state(state, rows)
-    return o.reshape(B, T, *o.shape[2:]).to(v.dtype), None if state is None else state.float()
 
 
 def fla_chunk_gated_delta_rule(
@@ -142,26 +158,11 @@ def fla_chunk_gated_delta_rule(
     used as given (fla's in-kernel l2 norm stays off: the layer normalises them)."""
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
-    B, T = q.shape[:2]
-    # fla's matmuls need one dtype (autocast may mix them)
-    q, k, beta = q.to(v.dtype), k.to(v.dtype), beta.to(v.dtype)
-    rows = None if segment_ids is None else pack_rows(segment_ids)
-    if rows is not None:
-        q, k, v, g, beta = (_flat(x) for x in (q, k, v, g, beta))
-    h0 = _per_document_state(initial_state, rows)
-    o, state = chunk_gated_delta_rule(
-        q,
-        k,
-        v,
-        g.float(),
-        beta,
-        scale=scale,
-        initial_state=None if h0 is None else h0.float(),
-        output_final_state=output_final_state,
-        cu_seqlens=None if rows is None else rows.cu_seqlens,
+    # fla's matmuls need one dtype (autocast may mix them); its log decays are float32
+    sequences = (q.to(v.dtype), k.to(v.dtype), v, g.float(), beta.to(v.dtype))
+    return _run_recurrence(
+        chunk_gated_delta_rule, sequences, scale, initial_state, output_final_state, segment_ids
     )
-    state = _per_row_state(state, rows)
-    return o.reshape(B, T, *o.shape[2:]).to(v.dtype), None if state is None else state.float()
 
 
 def fla_causal_conv(
