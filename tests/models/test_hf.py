@@ -9,20 +9,13 @@ import torch
 
 pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
+from tiny_models import MIXERS, ROTARIES  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from selrope.data import EOS_TOKEN, prepare_corpus  # noqa: E402
 from selrope.models import LanguageModel, LMConfig  # noqa: E402
 from selrope.models.hf import SelropeCache, SelropeConfig, SelropeForCausalLM  # noqa: E402
-from selrope.rotary import SELECTIVE_LM_RECIPE  # noqa: E402
 
-ROTARIES = {
-    "nope": {"type": "nope"},
-    "rope": {"type": "rope"},
-    "carope": {"type": "carope"},
-    "selective": SELECTIVE_LM_RECIPE,
-}
-MIXERS = ["attention", "fox", "gla", "gdn"]
 VOCAB = 23
 
 
