@@ -20,6 +20,7 @@ Conventions translated here, once:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from selrope.ops.segments import segment_starts
 FLA_SWITCH = "SELROPE_FLA"  # "1": fla's kernels on CUDA
 
 
+@functools.cache
 def fla_available() -> bool:
     """Whether the fla kernels can be imported (``pip install selrope[gpu]``)."""
     return importlib.util.find_spec("fla") is not None

@@ -10,6 +10,7 @@ call, never at import.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from typing import Literal
@@ -23,6 +24,7 @@ Backend = Literal["torch", "triton"]
 TRITON_SWITCH = "SELROPE_TRITON"  # "0": the PyTorch path on CUDA too
 
 
+@functools.cache
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported (the ``gpu`` extra)."""
     return importlib.util.find_spec("triton") is not None
