@@ -85,6 +85,10 @@ def test_presets_have_the_recipe_options():
         ({"type": "selective", "rank": 0}, "selective.rank must be"),
         ({"type": "selective", "rank": "32"}, "selective.rank must be"),
         (
+            {"type": "selective", "conv_init_std": -0.1},
+            "selective.conv_init_std must be a number >= 0",
+        ),
+        (
             {"type": "selective", "use_bias": 1},
             r"selective.use_bias must be one of \(False, True\)",
         ),
@@ -99,6 +103,15 @@ def test_presets_have_the_recipe_options():
 def test_invalid_configs_name_the_key(config, match):
     with pytest.raises(ValueError, match=match):
         build_rotary(config, **DIMS)
+
+
+@pytest.mark.parametrize("std", [0.0, 0.02, 0.5])
+def test_conv_init_std_sets_the_conv_weights_scale(std):
+    torch.manual_seed(0)
+    module = SelectiveRoPE(4, 32, 64, SelectiveRoPEConfig(conv_init_std=std))
+    weights = module.conv.weight.detach()
+    assert weights.numel() == 4 * 16 * 4
+    assert weights.std().item() == pytest.approx(std, rel=0.1, abs=1e-12)
 
 
 def test_module_level_errors():

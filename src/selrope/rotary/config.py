@@ -140,6 +140,8 @@ class SelectiveRoPEConfig:
     skip_conv: replace the learned conv by the fixed difference p_t - p_{t-1} (the angle becomes
         the current projection; the copying experiments' "RFF-like" variant).
     conv_size: the learned conv's kernel width.
+    conv_init_std: std of the normal initialisation of the learned conv's weights (0.02 as the
+        paper's Hugging-Face models); it sets the scale of the initial angle increments.
     use_bias: add ``exp(b)`` per (head, pair), b initialised at 0 (+1 per token at init).
     gate: ``None``, ``"standard"`` (d -> H), ``"low-rank"`` (d -> gate_rank -> H) or ``"gla"``
         (d -> gate_rank -> H*R), a sigmoid multiplying the increments.
@@ -159,6 +161,7 @@ class SelectiveRoPEConfig:
     conv_activation: str | None = None
     skip_conv: bool = False
     conv_size: int = 4
+    conv_init_std: float = 0.02
     use_bias: bool = False
     gate: str | None = None
     gate_rank: int = 16
@@ -181,6 +184,7 @@ class SelectiveRoPEConfig:
                 f"difference has no activation); got {self.conv_activation!r}"
             )
         _check_number(owner, "conv_size", self.conv_size, ">= 1 (integer)", _positive_int)
+        _check_number(owner, "conv_init_std", self.conv_init_std, ">= 0", lambda v: v >= 0)
         _check_choice(owner, "use_bias", self.use_bias, (False, True))
         _check_choice(owner, "gate", self.gate, (None, "standard", "low-rank", "gla"))
         _check_number(owner, "gate_rank", self.gate_rank, ">= 1 (integer)", _positive_int)

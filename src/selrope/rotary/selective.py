@@ -77,10 +77,11 @@ class SelectiveRoPE(CumulativeRotaryEmbedding):
        (``cumulative_rotary``).
 
     Initialisation (Hugging-Face style, as the paper's LM/copying/state-tracking models):
-    Linear and conv weights ~ N(0, 0.02), zero biases (gate bias 0: the gate starts at 0.5), b = 0;
-    the full-rank projection keeps its kaiming-uniform directions with scale 1; frequencies are
-    fixed ``rope_frequencies`` / ``rfa_frequencies`` (float32, frozen unless trainable). With the
-    low-rank projection and no bias the initial angles are tiny (the model starts close to NoPE).
+    Linear weights ~ N(0, 0.02), conv weights ~ N(0, ``conv_init_std``: 0.02), zero biases (gate
+    bias 0: the gate starts at 0.5), b = 0; the full-rank projection keeps its kaiming-uniform
+    directions with scale 1; frequencies are fixed ``rope_frequencies`` / ``rfa_frequencies``
+    (float32, frozen unless trainable). With the low-rank projection and no bias the initial
+    angles are tiny (the model starts close to NoPE).
 
     Args:
         num_heads: H.
@@ -123,7 +124,7 @@ class SelectiveRoPE(CumulativeRotaryEmbedding):
             self.conv = None
         else:
             self.conv = ShortConvolution(channels, config.conv_size, config.conv_activation)
-            nn.init.normal_(self.conv.weight, std=0.02)
+            nn.init.normal_(self.conv.weight, std=config.conv_init_std)
 
         self.log_bias = nn.Parameter(torch.zeros(num_heads, pairs)) if config.use_bias else None
 
