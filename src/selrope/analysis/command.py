@@ -4,6 +4,7 @@
     selrope analyze leakage --out DIR [--seed N]
     selrope analyze complex --out DIR [--seed N] [--checkpoint RUN | --steps N]
     selrope analyze angles  --out DIR [--seed N] [--checkpoint RUN | --steps N]
+    selrope analyze runs    --out DIR --runs DIR[,DIR...] [--escape-accuracy A]
 
 rff: softmax attention as linear attention on randomly rotated features (error against the
 number of features, attention maps). leakage: the rotation kernel with and without a decay
@@ -11,6 +12,8 @@ window, and a pure-rotation against a damped recurrence. complex: the eigenvalue
 Selective RoPE with tied pair decays. angles: the angle increment Selective RoPE learned for each
 token. complex and angles train the demo's parity model (about a minute on a CPU) into
 DIR/<analysis>-model unless --checkpoint names a saved parity model (a run folder or its model/).
+runs: finished (or running) runs of selrope train / compare: accuracy per variant with its seed
+spread, the step each seed left the loss plateau, training loss and gradient norm curves.
 Each writes PNG figures and its section of DIR/report.md (other analyses' sections are kept).
 """
 
@@ -61,6 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"complex/angles: training steps of the model trained here ({DEFAULT_STEPS})",
     )
+    parser.add_argument(
+        "--runs",
+        default=None,
+        metavar="DIR[,DIR...]",
+        help="runs: folders of runs (a compare folder, or run folders themselves)",
+    )
+    parser.add_argument(
+        "--escape-accuracy",
+        type=float,
+        default=None,
+        metavar="A",
+        help="runs: a run escapes at the first training step with token accuracy >= A (0.5)",
+    )
     return parser
 
 
@@ -71,6 +87,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         for flag, value in (("--checkpoint", args.checkpoint), ("--steps", args.steps)):
             if value is not None:
                 raise ValueError(f"{flag} applies to complex and angles only; got {value!r}")
+    for flag, value in (("--runs", args.runs), ("--escape-accuracy", args.escape_accuracy)):
+        if args.analysis != "runs" and value is not None:
+            raise ValueError(f"{flag} applies to runs only; got {value!r}")
+    if args.analysis == "runs" and not (args.runs or "").strip(","):
+        raise ValueError("runs needs --runs DIR[,DIR...]: the folders of the runs to compare")
     if args.checkpoint is not None and args.steps is not None:
         raise ValueError("--steps trains a model; it does not apply with --checkpoint")
     if args.steps is not None and args.steps < 1:
@@ -137,6 +158,12 @@ def run_analyze_command(argv: list[str]) -> None:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         section = analyze_leakage(out_dir, args.seed)
+    elif args.analysis == "runs":
+        from selrope.analysis.training_runs import analyze_runs
+
+        folders = [folder for folder in args.runs.split(",") if folder]
+        threshold = 0.5 if args.escape_accuracy is None else args.escape_accuracy
+        section = analyze_runs(out_dir, folders, threshold)
     else:
         try:
             section = model_section(args, out_dir)
