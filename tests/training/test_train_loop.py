@@ -151,6 +151,7 @@ def test_metrics_files_and_run_outputs(tmp_path, parity_task, make_model):
     assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == cfg
     on_disk = json.loads((tmp_path / "final_metrics.json").read_text())
     assert on_disk["step"] == final["step"] == 10
+    assert on_disk["train_length"] == final["train_length"] == 8
     assert set(final["tests"]) == {8, 16}
     last = final["tests"][16]
     assert last["sequence_accuracy"] == test_rows[-1]["sequence_accuracy"]

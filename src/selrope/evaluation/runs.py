@@ -16,8 +16,6 @@ import torch
 from selrope.models.lm import CONFIG_FILE, WEIGHTS_FILE, LanguageModel, LMConfig
 from selrope.rotary import parse_rotary_config
 
-TRAIN_LENGTH_KEYS = ("seq_len", "train_len", "max_len")
-
 
 def model_directory(run: str | Path) -> Path:
     """The directory holding the run's ``config.json`` and ``model.safetensors``.
@@ -35,19 +33,14 @@ def model_directory(run: str | Path) -> Path:
 
 
 def training_length(model_dir: Path) -> int | None:
-    """The training context length recorded beside a model, if any.
-
-    Looks for ``spec.json`` (``selrope.experiments``) in the model directory and its parent and
-    reads ``task_params`` ``seq_len`` / ``train_len`` / ``max_len``.
-    """
+    """The training context length recorded beside a model, if any: ``train_length`` of the
+    run's ``final_metrics.json`` (the task's ``TaskData.train_length``), looked for in the model
+    directory and its parent."""
     for directory in (model_dir, model_dir.parent):
-        spec_file = directory / "spec.json"
-        if not spec_file.is_file():
-            continue
-        params = json.loads(spec_file.read_text()).get("task_params", {})
-        for key in TRAIN_LENGTH_KEYS:
-            if isinstance(params.get(key), int):
-                return params[key]
+        final_file = directory / "final_metrics.json"
+        if final_file.is_file():
+            length = json.loads(final_file.read_text()).get("train_length")
+            return length if isinstance(length, int) else None
     return None
 
 

@@ -454,6 +454,7 @@ def _train(
     final = {
         "step": step,
         "stopped_early": stopped_early,
+        "train_length": data.train_length,
         "train_loss": train_loss,
         "elapsed_s": elapsed(),
         "checkpoint": str(checkpoint),
