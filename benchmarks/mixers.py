@@ -1,7 +1,8 @@
 """Forward+backward time and memory of one mixer layer, as ratios measured in the same run.
 
-Layers: softmax attention, GLA (chunked and recurrent forms) and Gated DeltaNet (chunked and
-recurrent), each with NoPE, RoPE and Selective RoPE (the LM recipe), at d=256, 4 heads, B=4.
+Layers: softmax attention, the Forgetting Transformer's attention (FoX), GLA (chunked and
+recurrent forms) and Gated DeltaNet (chunked and recurrent), each with NoPE, RoPE and Selective
+RoPE (the LM recipe), at d=256, 4 heads, B=4.
 Ratio columns: Selective/RoPE (same layer and form), chunked/recurrent (same layer and rotary),
 and time(T)/time(T/4) (about 4 for a linear-time layer, 16 for a quadratic one).
 
@@ -27,7 +28,7 @@ import os
 import torch
 from measure import memory_mib, recording_saved_tensors, time_ms
 
-from selrope.layers import Attention, GatedDeltaNet, GatedLinearAttention
+from selrope.layers import Attention, ForgettingAttention, GatedDeltaNet, GatedLinearAttention
 from selrope.ops.fla_backend import FLA_SWITCH
 from selrope.rotary import SELECTIVE_LM_RECIPE
 
@@ -38,6 +39,7 @@ ROTARIES = {
 }
 LAYERS = {
     "attention": lambda d, h, rotary: Attention(d, h, rotary),
+    "fox": lambda d, h, rotary: ForgettingAttention(d, h, rotary),
     "gla chunk": lambda d, h, rotary: GatedLinearAttention(d, h, rotary, form="chunk"),
     "gla recurrent": lambda d, h, rotary: GatedLinearAttention(d, h, rotary, form="recurrent"),
     "gdn chunk": lambda d, h, rotary: GatedDeltaNet(d, h, rotary, form="chunk"),
