@@ -11,6 +11,7 @@ from parity_models import PARITY_ROTARY, random_parity_model
 from selrope.analysis.angles import (
     near,
     parity_pairs,
+    phase_drift,
     run_inputs,
     selective_layers,
     step_increments,
@@ -88,6 +89,37 @@ def test_parity_pairs_find_the_theorys_solution() -> None:
     assert masks["token 1 near pi"][0, 0].tolist() == [True, False, False, True]
     assert bool(near(torch.tensor(-math.pi), math.pi)) and not bool(near(torch.tensor(2.5), 0.0))
     assert float(wrap(torch.tensor(3 * math.pi / 2))) == pytest.approx(-math.pi / 2)
+
+
+def test_phase_drift_is_the_wrapped_error_per_token_times_the_count() -> None:
+    increments = torch.zeros(1, 2, 1, 3, dtype=torch.float64)
+    f64 = {"dtype": torch.float64}
+    increments[0, 0, 0] = torch.tensor([2 * math.pi - 0.05, 0.01, 0.0], **f64)  # token 0
+    increments[0, 1, 0] = torch.tensor([3 * math.pi + 0.1, math.pi - 0.01, math.pi], **f64)
+    drift = phase_drift(increments, length=100)
+    # 50 x (+0.1 - 0.05); 50 x (-0.01 + 0.01); exact
+    torch.testing.assert_close(drift[0, 0], torch.tensor([2.5, 0.0, 0.0], dtype=torch.float64))
+
+
+def test_phase_drift_predicts_the_phase_of_a_balanced_word() -> None:
+    """A word of 20 ones and 20 zeros against a word of 40 zeros, both between BOS and a run of
+    zeros (so the conv has seen every word token): the phases differ by 20 pi plus the token-1
+    part of the drift minus the token-0 part."""
+    model = random_parity_model(seed=4)
+    increments = token_increments(model)
+    rotary = selective_rotary(model.blocks[0].mixer)
+    word = torch.randperm(40, generator=torch.Generator().manual_seed(0)) % 2
+    bos, tail = torch.tensor([BOS]), torch.zeros(8, dtype=torch.long)
+    zeros = torch.zeros(40, dtype=torch.long)
+    rows = torch.stack([torch.cat([bos, word, tail]), torch.cat([bos, zeros, tail])])
+    record = mixer_inputs(model, rows)[0]
+    _, state = rotary.angles(record.rotary_input.double(), None, torch.float64)
+    phases = state.phase * rotary.frequencies().double()  # (2, H, R)
+    # 20 (token 1 - pi) - 20 token 0 = drift(40) - 40 token 0, all mod 2 pi
+    predicted = phase_drift(increments, 40)[0] - 40 * wrap(increments[0, 0])
+    gap = wrap(phases[0] - phases[1] - 20 * math.pi - predicted)
+    torch.testing.assert_close(gap, torch.zeros_like(gap), atol=1e-6, rtol=0)
+    assert float(predicted.abs().max()) > 0.1  # a random model is far from the automaton
 
 
 def test_a_model_without_selective_rope_is_refused() -> None:

@@ -160,20 +160,37 @@ def plot_increments(path: Path, increments: torch.Tensor, flip: torch.Tensor) ->
     return save_figure(figure, path)
 
 
-def analyze_angles(out_dir: Path, model: LanguageModel, about_model: str) -> Section:
+def phase_drift(increments: torch.Tensor, length: int) -> torch.Tensor:
+    """How far a pair's parity phase is off after ``length`` tokens, half of them each token.
+
+    increments ``(L, 2, H, R)`` (``token_increments``) -> ``(L, H, R)`` float64 radians:
+    ``length / 2 * (wrap(token 1 - pi) + wrap(token 0))``. The exact automaton adds pi and 0;
+    a small error per token piles up linearly (research notes, pitfall 6), and a pair read at
+    length n turns the wrong way once its drift passes pi/2.
+    """
+    zero, one = increments[:, 0], increments[:, 1]
+    return length / 2 * (wrap(one - math.pi) + wrap(zero))
+
+
+def analyze_angles(
+    out_dir: Path, model: LanguageModel, about_model: str, drift_length: int = 256
+) -> Section:
     """Write ``angles.png`` into ``out_dir``; return it with the report section.
 
-    ``about_model``: one markdown paragraph on where the model came from and how well it does.
+    ``about_model``: one markdown paragraph on where the model came from and how well it does;
+    ``drift_length``: the word length at which the table gives each pair's ``phase_drift``.
     """
     increments = token_increments(model)
     masks = parity_pairs(increments)
+    drift = phase_drift(increments, drift_length)
     figure = plot_increments(out_dir / "angles.png", increments, masks["flip"])
     total = increments[:, 0].numel()
     counts = {name: int(mask.sum()) for name, mask in masks.items()}
     rows = [
         f"| {layer} | {h} | {j} | {float(wrap(increments[layer, 0, h, j])):+.3f} | "
         f"{float(increments[layer, 1, h, j] % TWO_PI):.3f} | "
-        f"{float(wrap(increments[layer, 1, h, j] - increments[layer, 0, h, j])):+.3f} |"
+        f"{float(wrap(increments[layer, 1, h, j] - increments[layer, 0, h, j])):+.3f} | "
+        f"{float(drift[layer, h, j]):+.2f} |"
         for layer, h, j in masks["difference"].nonzero().tolist()
     ]
     fractions = ", ".join(
@@ -197,9 +214,14 @@ def analyze_angles(out_dir: Path, model: LanguageModel, about_model: str) -> Sec
             "Pairs whose token-1 increment exceeds token 0's by pi (within pi/8):",
             "",
             "| layer | head | pair | token 0 (rad, wrapped) | token 1 (rad, mod 2pi) | "
-            "difference (rad, wrapped) |",
-            "|---|---|---|---|---|---|",
-            *(rows or ["| - | - | - | - | - | - |"]),
+            f"difference (rad, wrapped) | drift at {drift_length} (rad) |",
+            "|---|---|---|---|---|---|---|",
+            *(rows or ["| - | - | - | - | - | - | - |"]),
+            "",
+            f"Drift at {drift_length}: {drift_length // 2} x (token 1 - pi) + "
+            f"{drift_length // 2} x token 0, both wrapped: how far the pair's phase is off the "
+            f"automaton's after a word of {drift_length} with as many 1s as 0s. Past pi/2 "
+            "(1.57) the pair reads the parity the wrong way.",
         ]
     )
     return Section(markdown, (figure,))

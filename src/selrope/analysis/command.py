@@ -134,7 +134,7 @@ def model_section(args: argparse.Namespace, out_dir: Path) -> Section:
     about = describe_model(model, source, accuracy, args.seed)
     if args.analysis == "complex":
         return analyze_complex(out_dir, model, tests[min(tests)][0][:16], about)
-    return analyze_angles(out_dir, model, about)
+    return analyze_angles(out_dir, model, about, max(tests))
 
 
 def run_analyze_command(argv: list[str]) -> None:
