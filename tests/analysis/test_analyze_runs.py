@@ -85,6 +85,20 @@ def test_variants_are_the_spec_fields_that_differ_except_the_seed(tmp_path: Path
     ] * 2
 
 
+def test_a_field_one_spec_leaves_out_is_the_default(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", rotary="rope", seed=0, train_accuracies=[0.1], final=None)
+    write_run(tmp_path / "b", rotary="rope", seed=0, train_accuracies=[0.1], final=None)
+    spec = json.loads((tmp_path / "b" / "spec.json").read_text())
+    spec["model"] = {"d_model": 128}
+    (tmp_path / "b" / "spec.json").write_text(json.dumps(spec))
+    runs = find_runs([tmp_path])
+    assert assign_variants(runs) == ["model.d_model"]
+    assert [run.variant for run in runs] == [
+        (("model.d_model", "default"),),
+        (("model.d_model", 128),),
+    ]
+
+
 def test_table_gives_mean_std_per_seed_and_median_escape(tmp_path: Path) -> None:
     write_run(tmp_path / "a0", rotary="rope", seed=0, train_accuracies=[0.1, 0.6, 0.9],
               final={64: 1.0, 128: 0.5}, stopped_early=True)  # fmt: skip

@@ -30,6 +30,7 @@ from selrope.analysis.report import Section
 from selrope.training.metrics import read_metrics
 
 NOT_VARIANT_KEYS = ("seed", "out_dir", "resume", "start_if_missing", "overwrite")
+DEFAULT = "default"  # a variant's value of a field its spec does not set
 FIGURE_FILE = "runs_training.png"
 
 
@@ -99,20 +100,20 @@ def find_runs(folders: Iterable[str | Path]) -> list[TrainingRun]:
 
 def assign_variants(runs: Sequence[TrainingRun]) -> list[str]:
     """Set each run's ``variant`` (its values of the spec fields that differ between runs, seed
-    and bookkeeping fields excluded) and return those field names in first-seen order."""
+    and bookkeeping fields excluded; ``"default"`` where its spec leaves a field out) and return
+    those field names in first-seen order."""
     names: list[str] = []
     for run in runs:
         for name in run.spec:
             if name not in names and not name.startswith(NOT_VARIANT_KEYS):
                 names.append(name)
-    missing = object()
     varying = [
         name
         for name in names
-        if len({json.dumps(run.spec.get(name, missing), default=str) for run in runs}) > 1
+        if len({json.dumps(run.spec.get(name, DEFAULT), default=str) for run in runs}) > 1
     ]
     for run in runs:
-        run.variant = tuple((name, run.spec.get(name)) for name in varying)
+        run.variant = tuple((name, run.spec.get(name, DEFAULT)) for name in varying)
     return varying
 
 
