@@ -1,4 +1,4 @@
-"""Timing and memory measurement shared by the benchmark scripts.
+"""Timing and memory measurement shared by the benchmark scripts, and their output.
 
 Memory: on CPU, ``saved_mib`` is what autograd keeps from forward to backward (each storage
 counted once, the excluded storages, e.g. inputs and parameters, left out); on CUDA,
@@ -8,9 +8,10 @@ before it.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -68,3 +69,17 @@ def recording_saved_tensors(saved: list | None):
     if saved is None:
         return torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
     return torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)
+
+
+def report_rows(
+    rows: list[dict], names: Sequence[str], columns: Sequence[str], json_path: str | None
+) -> None:
+    """Print ``rows`` as a markdown table (header ``names``, cells ``row[column]``, None as "-")
+    and, when ``json_path`` is given, write them there as JSON."""
+    print("| " + " | ".join(names) + " |")
+    print("|" + "---|" * len(names))
+    for row in rows:
+        print("| " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=2)

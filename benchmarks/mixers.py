@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 
 import torch
-from measure import memory_mib, recording_saved_tensors, time_ms
+from measure import memory_mib, recording_saved_tensors, report_rows, time_ms
 
 from selrope.layers import Attention, ForgettingAttention, GatedDeltaNet, GatedLinearAttention
 from selrope.ops.fla_backend import FLA_SWITCH
@@ -143,13 +142,7 @@ def main() -> None:
                "chunk_vs_recurrent", "time_vs_quarter_T", "fla_vs_torch"]  # fmt: skip
     names = ["layer", "rotary", "T", "fwd+bwd ms", memory_name, "Sel/RoPE", "chunk/rec", "T/(T/4)",
              "fla/torch"]  # fmt: skip
-    print("| " + " | ".join(names) + " |")
-    print("|" + "---|" * len(names))
-    for row in rows:
-        print("| " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    report_rows(rows, names, columns, args.json)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ settings are up to the flags.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from measure import time_ms_interleaved
+from measure import report_rows, time_ms_interleaved
 
 from selrope.models import LanguageModel, LMConfig, lm_loss
 from selrope.rotary import SELECTIVE_LM_RECIPE
@@ -124,13 +123,8 @@ def main() -> None:
         f"median of {args.repeats} training steps"
     )
     names = ["mixer", "position", "step ms", "tokens/s", "x RoPE"]
-    print("| " + " | ".join(names) + " |")
-    print("|" + "---|" * len(names))
-    for row in rows:
-        print("| " + " | ".join(str(value) for value in row.values()) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    columns = ["mixer", "position", "step_ms", "tokens_per_s", "vs_rope"]
+    report_rows(rows, names, columns, args.json)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 
 import torch
 import torch.nn.functional as F
-from measure import time_ms_interleaved
+from measure import report_rows, time_ms_interleaved
 
 from selrope.ops import chunk_gated_delta_rule, chunk_gla
 from selrope.ops.fla_backend import FLA_SWITCH
@@ -97,12 +96,8 @@ def main() -> None:
         f"device={device} B={args.batch} H={args.heads} K=V={args.head_dim} {dtype}, median of "
         f"{args.repeats} fwd+bwd; ratio to {baseline}"
     )
-    print("| T | op | variant | fwd+bwd ms | ratio |\n|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(str(value) for value in row.values()) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    names = ["T", "op", "variant", "fwd+bwd ms", "ratio"]
+    report_rows(rows, names, ["T", "op", "variant", "ms", "ratio"], args.json)
 
 
 if __name__ == "__main__":
