@@ -62,6 +62,28 @@ def _tile_angles(
 
 
 @triton.jit
+def _rotate_tile(X, XO, offset, R, mask, cos, sin):
+    """Store the tile of X rotated by theta into XO (pairs (r, r + R))."""
+    x1 = tl.load(X + offset, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(X + offset + R, mask=mask, other=0.0).to(tl.float32)
+    tl.store(XO + offset, (x1 * cos - x2 * sin).to(XO.dtype.element_ty), mask=mask)
+    tl.store(XO + offset + R, (x1 * sin + x2 * cos).to(XO.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rotate_tile_backward(X, GXO, GX, offset, R, mask, cos, sin):
+    """Store the input gradient (the output gradient rotated by -theta) into GX; return the
+    tile's gradient with respect to theta, float32."""
+    x1 = tl.load(X + offset, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(X + offset + R, mask=mask, other=0.0).to(tl.float32)
+    g1 = tl.load(GXO + offset, mask=mask, other=0.0).to(tl.float32)
+    g2 = tl.load(GXO + offset + R, mask=mask, other=0.0).to(tl.float32)
+    tl.store(GX + offset, (g1 * cos + g2 * sin).to(GX.dtype.element_ty), mask=mask)
+    tl.store(GX + offset + R, (g2 * cos - g1 * sin).to(GX.dtype.element_ty), mask=mask)
+    return g2 * (x1 * cos - x2 * sin) - g1 * (x1 * sin + x2 * cos)
+
+
+@triton.jit
 def _fused_cumulative_rotary_forward(
     Q, K, INC, FREQ, BASE, QO, KO,
     T, H, R, D,
@@ -82,14 +104,8 @@ def _fused_cumulative_rotary_forward(
     cos = tl.cos(theta)
     sin = tl.sin(theta)
     offset = row[:, None] * D + r[None, :]
-    q1 = tl.load(Q + offset, mask=mask, other=0.0).to(tl.float32)
-    q2 = tl.load(Q + offset + R, mask=mask, other=0.0).to(tl.float32)
-    tl.store(QO + offset, (q1 * cos - q2 * sin).to(QO.dtype.element_ty), mask=mask)
-    tl.store(QO + offset + R, (q1 * sin + q2 * cos).to(QO.dtype.element_ty), mask=mask)
-    k1 = tl.load(K + offset, mask=mask, other=0.0).to(tl.float32)
-    k2 = tl.load(K + offset + R, mask=mask, other=0.0).to(tl.float32)
-    tl.store(KO + offset, (k1 * cos - k2 * sin).to(KO.dtype.element_ty), mask=mask)
-    tl.store(KO + offset + R, (k1 * sin + k2 * cos).to(KO.dtype.element_ty), mask=mask)
+    _rotate_tile(Q, QO, offset, R, mask, cos, sin)
+    _rotate_tile(K, KO, offset, R, mask, cos, sin)
 
 
 @triton.jit
@@ -114,20 +130,8 @@ def _fused_cumulative_rotary_backward(
     cos = tl.cos(theta)
     sin = tl.sin(theta)
     offset = row[:, None] * D + r[None, :]
-    x1 = tl.load(Q + offset, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(Q + offset + R, mask=mask, other=0.0).to(tl.float32)
-    g1 = tl.load(GQO + offset, mask=mask, other=0.0).to(tl.float32)
-    g2 = tl.load(GQO + offset + R, mask=mask, other=0.0).to(tl.float32)
-    tl.store(GQ + offset, (g1 * cos + g2 * sin).to(GQ.dtype.element_ty), mask=mask)
-    tl.store(GQ + offset + R, (g2 * cos - g1 * sin).to(GQ.dtype.element_ty), mask=mask)
-    grad_theta = g2 * (x1 * cos - x2 * sin) - g1 * (x1 * sin + x2 * cos)
-    x1 = tl.load(K + offset, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(K + offset + R, mask=mask, other=0.0).to(tl.float32)
-    g1 = tl.load(GKO + offset, mask=mask, other=0.0).to(tl.float32)
-    g2 = tl.load(GKO + offset + R, mask=mask, other=0.0).to(tl.float32)
-    tl.store(GK + offset, (g1 * cos + g2 * sin).to(GK.dtype.element_ty), mask=mask)
-    tl.store(GK + offset + R, (g2 * cos - g1 * sin).to(GK.dtype.element_ty), mask=mask)
-    grad_theta += g2 * (x1 * cos - x2 * sin) - g1 * (x1 * sin + x2 * cos)
+    grad_theta = _rotate_tile_backward(Q, GQO, GQ, offset, R, mask, cos, sin)
+    grad_theta += _rotate_tile_backward(K, GKO, GK, offset, R, mask, cos, sin)
     scaled = tl.where(mask, grad_theta * freq[None, :], 0.0)
     tile_total = tl.sum(scaled, axis=0)
     if HAS_INC:  # sum over s >= t inside the tile; the later tiles are added by the caller
