@@ -9,6 +9,7 @@ import torch
 from torch.func import functional_call
 
 from selrope.rotary import SelectiveRoPE, SelectiveRoPEConfig, rfa_frequencies, rope_frequencies
+from selrope.rotary.selective import head_l2_normalize
 
 B, T, H, D, d = 2, 9, 2, 8, 8
 
@@ -177,3 +178,14 @@ def test_gradcheck_parameters(options, randomise):
         return q_rot, k_rot, state.phase
 
     assert torch.autograd.gradcheck(run, (x, *params))
+
+
+def test_head_l2_normalize_values_and_gradients():
+    """The hand-written backward of the per-head normalisation: gradcheck (an all-zero slice
+    included, where only eps keeps the norm away from 0) and the plain formula's values."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 3, 2, 5, generator=g, dtype=torch.float64)
+    x[0, 1, 1] = 0.0
+    expected = x / torch.sqrt(x.square().sum(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(head_l2_normalize(x), expected, atol=0, rtol=0)
+    assert torch.autograd.gradcheck(head_l2_normalize, (x.requires_grad_(),))

@@ -28,6 +28,33 @@ class SelectiveRoPEState(NamedTuple):
     conv_cache: torch.Tensor
 
 
+class _HeadL2Normalize(torch.autograd.Function):
+    """``y = x / sqrt(sum(x^2) + eps)`` over the last dim, with a hand-written backward.
+
+    ``grad_x = (grad_y - y * <grad_y, y>) / sqrt(sum(x^2) + eps)``: three passes over x-sized
+    tensors, where autograd's division and power backward take about ten (on a CPU the
+    normalisation cost as much as the projection after it). Saved: y and the norms.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.sqrt(x.square().sum(-1, keepdim=True) + L2_EPS)
+        y = x / norm
+        ctx.save_for_backward(y, norm)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor) -> torch.Tensor:
+        y, norm = ctx.saved_tensors
+        along = (grad_y * y).sum(-1, keepdim=True)
+        return torch.addcmul(grad_y, y, along, value=-1.0).div_(norm)
+
+
+def head_l2_normalize(x_heads: torch.Tensor) -> torch.Tensor:
+    """``(..., d/H)`` -> each slice divided by ``sqrt(sum x^2 + 1e-6)`` (same shape and dtype)."""
+    return _HeadL2Normalize.apply(x_heads)
+
+
 class PerHeadProjection(nn.Module):
     """Full-rank projection: ``p[h, j] = scale[h] * <x_h, w_hj / |w_hj|>``.
 
@@ -53,9 +80,53 @@ class PerHeadProjection(nn.Module):
     def forward(self, x_heads: torch.Tensor) -> torch.Tensor:
         """``(B, T, H, d/H) -> (B, T, H*R)`` in x's dtype."""
         # F.normalize divides by max(|w|, 1e-12): an all-zero column gives 0, not NaN.
-        unit_columns = F.normalize(self.weight.to(x_heads.dtype), dim=1)
-        p = torch.einsum("bthc,hcr->bthr", x_heads, unit_columns)
-        return (p * self.scale.to(x_heads.dtype)[:, None]).flatten(2)
+        columns = (
+            F.normalize(self.weight.to(x_heads.dtype), dim=1)
+            * self.scale.to(x_heads.dtype)[:, None, None]
+        )
+        return _PerHeadMatmul.apply(x_heads, columns).flatten(2)
+
+
+class _PerHeadMatmul(torch.autograd.Function):
+    """``out[b, t, h] = x[b, t, h] @ weight[h]``: ``(B, T, H, c) x (H, c, n) -> (B, T, H, n)``.
+
+    One batched matmul over heads, forward and backward, each reading and writing (B, T, H, .)
+    tensors through head-major strided views: no copies, and every result is contiguous in
+    (B, T, H, .) order (an einsum or a bmm under autograd leaves x's gradient head-major, and
+    everything after it, on a CPU, several times slower).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return _head_major_bmm(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _head_major_bmm(grad_out, weight.transpose(1, 2))
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.bmm(_head_major(x).transpose(1, 2), _head_major(grad_out))
+        return grad_x, grad_weight
+
+
+def _head_major(x: torch.Tensor) -> torch.Tensor:
+    """``(B, T, H, c)`` contiguous -> ``(H, B*T, c)`` strided view."""
+    return x.reshape(-1, *x.shape[2:]).transpose(0, 1)
+
+
+def _head_major_bmm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``(B, T, H, c) x (H, c, n) -> (B, T, H, n)`` contiguous, written in place by one bmm."""
+    x = x.contiguous()
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace out= into a view; inductor fuses the copy into the graph instead.
+        return torch.bmm(_head_major(x), weight).transpose(0, 1).reshape(*x.shape[:3], -1)
+    out = x.new_empty(*x.shape[:3], weight.shape[2])
+    torch.bmm(_head_major(x), weight, out=_head_major(out))
+    return out
 
 
 class SelectiveRoPE(CumulativeRotaryEmbedding):
@@ -172,7 +243,7 @@ class SelectiveRoPE(CumulativeRotaryEmbedding):
         B, T, _ = x.shape
         H = self.num_heads
         x_heads = x.to(dtype).unflatten(-1, (H, -1))
-        x_heads = x_heads / torch.sqrt(x_heads.square().sum(-1, keepdim=True) + L2_EPS)
+        x_heads = head_l2_normalize(x_heads)
         x_unit = x_heads.flatten(2)
 
         if isinstance(self.projection, PerHeadProjection):
