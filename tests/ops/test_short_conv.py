@@ -63,6 +63,18 @@ def test_gradcheck():
     )
 
 
+def test_gradcheck_packed_documents():
+    """Taps that cross a document start get no gradient, the cache only the first document's."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    cache = torch.randn(2, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    segment_ids = torch.tensor([[0, 0, 1, 1, 1, 2, 2], [5, 5, 5, 5, 5, 5, 5]])
+    assert torch.autograd.gradcheck(
+        lambda *a: causal_depthwise_conv(*a, segment_ids=segment_ids), (x, weight, cache)
+    )
+
+
 @pytest.mark.parametrize(
     ("x", "weight", "cache", "match"),
     [

@@ -60,41 +60,77 @@ def causal_depthwise_conv(
         check_segment_ids(segment_ids, B, T)
     if use_fla(x):
         return fla_causal_conv(x, weight, cache, activation, segment_ids)
-    padded = torch.cat([cache.to(x.dtype), x.transpose(1, 2)], dim=2)  # (B, C, W-1+T)
-    if segment_ids is None:
-        y = F.conv1d(padded, weight.to(x.dtype).unsqueeze(1), groups=C).transpose(1, 2)
-        # clone: a view would keep the whole padded (B, C, W-1+T) input alive in every cache.
-        new_cache = padded[:, :, padded.shape[2] - (width - 1) :].clone()
-    else:
-        y, new_cache = _segmented_conv(padded, weight.to(x.dtype), segment_ids)
+    padded = torch.cat([cache.to(x.dtype).transpose(1, 2), x], dim=1)  # (B, W-1+T, C)
+    keep = None if segment_ids is None else _same_document_taps(segment_ids, width)
+    y = _DepthwiseCausalConv.apply(padded, weight.to(x.dtype), keep)
     if activation == "silu":
         y = F.silu(y)
-    return y, new_cache
+    # The last W-1 inputs; with packed documents only those of the row's last document.
+    tail = padded[:, padded.shape[1] - (width - 1) :]
+    if keep is not None:
+        tail = tail * keep[:, -1, 1:, None]
+    # transpose + contiguous copy: a view would keep the whole padded input alive in every cache.
+    return y, tail.transpose(1, 2).contiguous()
 
 
-def _segmented_conv(
-    padded: torch.Tensor, weight: torch.Tensor, segment_ids: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The conv of ``causal_depthwise_conv`` with taps across document starts read as zeros.
+def _same_document_taps(segment_ids: torch.Tensor, width: int) -> torch.Tensor:
+    """``(B, T, W)`` bool: whether tap w of output t (input t - W + 1 + w) is in t's document.
 
-    Args:
-        padded: ``(B, C, W-1+T)`` the cache followed by the inputs.
-        weight: ``(C, W)`` filters in padded's dtype.
-        segment_ids: ``(B, T)`` packed-document ids of the inputs.
-
-    Returns:
-        ``(y (B, T, C), new_cache (B, C, W-1))``, the cache holding only the last document.
+    The W - 1 cache slots before the first token belong to the row's first document; as the last
+    output's row, ``[:, -1, 1:]`` also says which of the last W - 1 inputs the next call may see.
     """
-    width = weight.shape[1]
-    # Document of every padded slot; the cache slots belong to the first document (index 0).
-    document = document_index(segment_ids)
-    padded_document = F.pad(document, (width - 1, 0))
-    windows = padded.unfold(2, width, 1)  # (B, C, T, W): inputs t-W+1..t for output t
-    same = padded_document.unfold(1, width, 1) == document[:, :, None]  # (B, T, W)
-    y = torch.einsum("bctw,cw->btc", windows * same[:, None], weight)
-    in_last = padded_document[:, padded.shape[2] - (width - 1) :] == document[:, -1:]
-    new_cache = padded[:, :, padded.shape[2] - (width - 1) :] * in_last[:, None]
-    return y, new_cache
+    document = document_index(segment_ids)  # (B, T)
+    padded_document = F.pad(document, (width - 1, 0))  # cache slots: document 0
+    return padded_document.unfold(1, width, 1) == document[:, :, None]
+
+
+class _DepthwiseCausalConv(torch.autograd.Function):
+    """``y[:, t] = sum_w weight[:, w] * keep[:, t, w] * padded[:, t + w]``, all in (B, T, C)
+    memory order: one multiply-add per tap, forward and backward, where ``F.conv1d`` on a CPU
+    needs (B, C, T) copies both ways and a depthwise backward several times slower than the
+    arithmetic. Saved for backward: padded (and keep).
+
+    Args (forward):
+        padded: ``(B, W-1+T, C)`` the cache slots followed by the inputs.
+        weight: ``(C, W)`` filters in padded's dtype.
+        keep: ``(B, T, W)`` bool taps to use (packed documents), or None (all).
+    """
+
+    @staticmethod
+    def forward(ctx, padded, weight, keep):
+        width = weight.shape[1]
+        T = padded.shape[1] - width + 1
+        taps = [padded[:, w : w + T] for w in range(width)]
+        if keep is not None:
+            mask = keep.to(padded.dtype)
+            taps = [tap * mask[:, :, w, None] for w, tap in enumerate(taps)]
+        y = taps[0] * weight[:, 0]
+        for w in range(1, width):
+            y.addcmul_(taps[w], weight[:, w])
+        ctx.save_for_backward(padded, weight, keep)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        padded, weight, keep = ctx.saved_tensors
+        width = weight.shape[1]
+        T = grad_y.shape[1]
+        mask = None if keep is None else keep.to(grad_y.dtype)
+        grad_padded = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_padded = padded.new_zeros(padded.shape)
+            for w in range(width):
+                scaled = grad_y if mask is None else grad_y * mask[:, :, w, None]
+                grad_padded[:, w : w + T].addcmul_(scaled, weight[:, w])
+        if ctx.needs_input_grad[1]:
+            products, columns = torch.empty_like(grad_y), []  # one buffer for every tap
+            for w in range(width):
+                torch.mul(grad_y, padded[:, w : w + T], out=products)
+                if mask is not None:
+                    products.mul_(mask[:, :, w, None])
+                columns.append(products.sum((0, 1)))
+            grad_weight = torch.stack(columns, dim=1)
+        return grad_padded, grad_weight, None
 
 
 class ShortConvolution(nn.Module):
