@@ -30,6 +30,7 @@ from measure import memory_mib, recording_saved_tensors, report_rows, time_ms
 from selrope.layers import Attention, ForgettingAttention, GatedDeltaNet, GatedLinearAttention
 from selrope.ops.fla_backend import FLA_SWITCH
 from selrope.rotary import SELECTIVE_LM_RECIPE
+from selrope.training.host_memory import keep_freed_memory
 
 ROTARIES = {
     "nope": {"type": "nope"},
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--max-recurrent-len", type=int, default=1024)
     parser.add_argument("--lengths", type=lambda s: [int(n) for n in s.split(",")])
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does (SELROPE_SYSTEM_MALLOC=1: glibc defaults)
     device = torch.device(args.device)
     B, d, H = 4, 256, 4
     lengths = args.lengths or ([64, 256] if args.quick else [256, 1024, 4096, 16384])

@@ -21,6 +21,7 @@ from measure import report_rows, time_ms_interleaved
 
 from selrope.models import LanguageModel, LMConfig, lm_loss
 from selrope.rotary import SELECTIVE_LM_RECIPE
+from selrope.training.host_memory import keep_freed_memory
 
 POSITIONS = {
     "nope": ({"type": "nope"}, "none"),
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--json", help="write the rows to this path")
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does (SELROPE_SYSTEM_MALLOC=1: glibc defaults)
     if args.quick:
         args.d_model, args.n_layers, args.vocab, args.batch, args.seq_len = 64, 2, 512, 4, 128
         args.repeats = 2

@@ -21,6 +21,7 @@ from measure import report_rows, time_ms_interleaved
 
 from selrope.ops import chunk_gated_delta_rule, chunk_gla
 from selrope.ops.fla_backend import FLA_SWITCH
+from selrope.training.host_memory import keep_freed_memory
 
 
 def _inputs(op: str, B: int, T: int, H: int, K: int, device: torch.device, dtype: torch.dtype):
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--json", help="write the rows to this path")
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does (SELROPE_SYSTEM_MALLOC=1: glibc defaults)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     variants = ["selrope", "selrope [torch]"]

@@ -30,6 +30,7 @@ from measure import memory_mib, recording_saved_tensors, time_ms_interleaved
 
 from selrope.rotary import SELECTIVE_LM_RECIPE, apply_rotary, build_rotary
 from selrope.rotary.fused import TRITON_SWITCH
+from selrope.training.host_memory import keep_freed_memory
 
 CASES = {
     "apply_rotary": None,
@@ -168,6 +169,7 @@ def main() -> None:
         "--float32", action="store_true", help="on CUDA, float32 instead of bf16 autocast"
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does (SELROPE_SYSTEM_MALLOC=1: glibc defaults)
     device = torch.device(args.device)
     B, H, D = (2 if args.quick else 8), args.heads, 128
     B = args.batch or B

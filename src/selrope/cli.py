@@ -39,6 +39,7 @@ from selrope.experiments import (
 )
 from selrope.options import Option, all_options, run_options
 from selrope.training import format_table, is_main_process, write_results
+from selrope.training.host_memory import keep_freed_memory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in commands:
         print(__doc__)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    keep_freed_memory()
     try:
         commands[argv[0]](argv[1:])
     except (ValueError, FileNotFoundError) as error:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from selrope.training.host_memory import keep_freed_memory
+
 Job = tuple[Callable[..., Any], dict[str, Any]]  # (top-level function, keyword arguments)
 
 
@@ -23,6 +25,7 @@ def available_cpus() -> int:
 
 
 def _init_worker(num_threads: int, parent_pid: int) -> None:
+    keep_freed_memory()
     torch.set_num_threads(num_threads)
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
 
