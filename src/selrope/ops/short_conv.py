@@ -61,7 +61,7 @@ def causal_depthwise_conv(
     if use_fla(x):
         return fla_causal_conv(x, weight, cache, activation, segment_ids)
     padded = torch.cat([cache.to(x.dtype).transpose(1, 2), x], dim=1)  # (B, W-1+T, C)
-    keep = None if segment_ids is None else _same_document_taps(segment_ids, width)
+    keep = None if segment_ids is None else _same_document_taps(segment_ids, width).to(x.dtype)
     y = _DepthwiseCausalConv.apply(padded, weight.to(x.dtype), keep)
     if activation == "silu":
         y = F.silu(y)
@@ -93,20 +93,17 @@ class _DepthwiseCausalConv(torch.autograd.Function):
     Args (forward):
         padded: ``(B, W-1+T, C)`` the cache slots followed by the inputs.
         weight: ``(C, W)`` filters in padded's dtype.
-        keep: ``(B, T, W)`` bool taps to use (packed documents), or None (all).
+        keep: ``(B, T, W)`` 1 for the taps to use, 0 for those across a document start, in
+            padded's dtype (packed documents); None: every tap.
     """
 
     @staticmethod
     def forward(ctx, padded, weight, keep):
         width = weight.shape[1]
         T = padded.shape[1] - width + 1
-        taps = [padded[:, w : w + T] for w in range(width)]
-        if keep is not None:
-            mask = keep.to(padded.dtype)
-            taps = [tap * mask[:, :, w, None] for w, tap in enumerate(taps)]
-        y = taps[0] * weight[:, 0]
+        y = _tap(padded, keep, 0, T) * weight[:, 0]
         for w in range(1, width):
-            y.addcmul_(taps[w], weight[:, w])
+            y.addcmul_(_tap(padded, keep, w, T), weight[:, w])
         ctx.save_for_backward(padded, weight, keep)
         return y
 
@@ -115,22 +112,27 @@ class _DepthwiseCausalConv(torch.autograd.Function):
         padded, weight, keep = ctx.saved_tensors
         width = weight.shape[1]
         T = grad_y.shape[1]
-        mask = None if keep is None else keep.to(grad_y.dtype)
         grad_padded = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_padded = padded.new_zeros(padded.shape)
             for w in range(width):
-                scaled = grad_y if mask is None else grad_y * mask[:, :, w, None]
+                scaled = grad_y if keep is None else grad_y * keep[:, :, w, None]
                 grad_padded[:, w : w + T].addcmul_(scaled, weight[:, w])
         if ctx.needs_input_grad[1]:
             products, columns = torch.empty_like(grad_y), []  # one buffer for every tap
             for w in range(width):
                 torch.mul(grad_y, padded[:, w : w + T], out=products)
-                if mask is not None:
-                    products.mul_(mask[:, :, w, None])
+                if keep is not None:
+                    products.mul_(keep[:, :, w, None])
                 columns.append(products.sum((0, 1)))
             grad_weight = torch.stack(columns, dim=1)
         return grad_padded, grad_weight, None
+
+
+def _tap(padded: torch.Tensor, keep: torch.Tensor | None, w: int, T: int) -> torch.Tensor:
+    """``(B, T, C)``: the inputs tap w of every output reads (a view unless documents mask it)."""
+    inputs = padded[:, w : w + T]
+    return inputs if keep is None else inputs * keep[:, :, w, None]
 
 
 class ShortConvolution(nn.Module):
