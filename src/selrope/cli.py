@@ -17,6 +17,10 @@ with types and defaults. ``--config FILE`` reads the same keys from a YAML or JS
 on the command line win. A run folder must be empty unless ``--resume`` (continue its last
 checkpoint; settings other than steps, cadences, device and precision must match) or
 ``--overwrite`` (remove only what selrope wrote there).
+
+Environment: on Linux the command keeps freed memory for reuse (faster CPU steps, peak memory
+held until exit); ``SELROPE_SYSTEM_MALLOC=1`` keeps glibc's defaults. On CUDA,
+``SELROPE_TRITON=0`` turns the fused rotary kernel off and ``SELROPE_FLA=1`` runs fla's kernels.
 """
 
 from __future__ import annotations
