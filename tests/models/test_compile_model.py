@@ -18,6 +18,22 @@ def test_whole_model_has_no_graph_breaks(mixer: str) -> None:
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
+@pytest.mark.parametrize("absolute_position", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("rotary", ["rope", "carope"])
+def test_packed_rows_and_absolute_positions_have_no_graph_breaks(
+    absolute_position: str, rotary: str
+) -> None:
+    # The trainer's packed rows (segment ids) with every other position encoding: the learned
+    # table's range check must not read the positions back to the host.
+    model = tiny_model(
+        "attention", ROTARIES[rotary], absolute_position=absolute_position, max_positions=64
+    )
+    ids = torch.randint(0, 23, (2, 40), generator=torch.Generator().manual_seed(0))
+    segment_ids = (torch.arange(40) >= 15).long().expand(2, 40)
+    explanation = torch._dynamo.explain(model)(ids, segment_ids=segment_ids)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
 @pytest.mark.parametrize("decay", [0.1, 30.0])  # eager: the dense intra-chunk form, the safe one
 def test_compiled_chunk_gla_equals_eager(decay: float) -> None:
     gen = torch.Generator().manual_seed(0)
