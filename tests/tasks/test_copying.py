@@ -58,8 +58,9 @@ def test_test_rows_target_exactly_the_string(L):
 
 
 def test_build_copying():
-    d = build_task("copying", 0, context_len=140, max_len=16, num_train=64, test_lens=[4, 64],
-                   num_test=8)
+    d = build_task(
+        "copying", 0, context_len=140, max_len=16, num_train=64, test_lens=[4, 64], num_test=8
+    )
     assert d.vocab_size == 30 and d.train[0].shape == (64, 139)
     assert sorted(d.tests) == [4, 64] and d.tests[64][0].shape == (8, 129)
     assert int(d.train[0].max()) < 30 and int(d.tests[64][0].max()) < 30
@@ -67,8 +68,14 @@ def test_build_copying():
 
 @pytest.mark.parametrize(
     "params",
-    [{"context_len": 50, "max_len": 30}, {"min_len": 0}, {"min_len": 10, "max_len": 5},
-     {"test_lens": [0]}, {"num_train": 0}, {"alphabet": "abc"}],
+    [
+        {"context_len": 50, "max_len": 30},
+        {"min_len": 0},
+        {"min_len": 10, "max_len": 5},
+        {"test_lens": [0]},
+        {"num_train": 0},
+        {"alphabet": "abc"},
+    ],
 )
 def test_bad_parameters(params):
     with pytest.raises(ValueError):

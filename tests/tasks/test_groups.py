@@ -6,8 +6,21 @@ import torch
 from selrope.tasks import get_group, prefix_products
 from selrope.tasks.groups import _is_even
 
-ORDERS = {"Z2": 2, "parity": 2, "S2": 2, "Z3": 3, "A3": 3, "Z7": 7, "S3": 6, "S4": 24, "A4": 12,
-          "A5": 60, "S5": 120, "A5xZ2": 120, "Z2xZ2xZ3": 12}
+ORDERS = {
+    "Z2": 2,
+    "parity": 2,
+    "S2": 2,
+    "Z3": 3,
+    "A3": 3,
+    "Z7": 7,
+    "S3": 6,
+    "S4": 24,
+    "A4": 12,
+    "A5": 60,
+    "S5": 120,
+    "A5xZ2": 120,
+    "Z2xZ2xZ3": 12,
+}
 
 
 @pytest.mark.parametrize("name", sorted(ORDERS))

@@ -45,8 +45,9 @@ def test_in_context_recall(noise):
     frac = 0.4 if noise else 0.0
     x, y = in_context_recall(50, 64, V, seed=1, noise_vocab_size=noise, frac_noise=frac)
     check_full_shift(x, y)
-    xs, ys = in_context_recall(50, 64, V, seed=1, noise_vocab_size=noise, frac_noise=frac,
-                               recall_only=True)
+    xs, ys = in_context_recall(
+        50, 64, V, seed=1, noise_vocab_size=noise, frac_noise=frac, recall_only=True
+    )
     assert torch.equal(xs, x)
     S = full_sequence(x, y).tolist()
     for row, targets in zip(S, ys.tolist(), strict=True):
@@ -106,8 +107,7 @@ def test_memorization_uses_a_fixed_map():
     mapping = {}
     for x, y in [(x1, y1), (x2, y2)]:
         assert torch.all(x[:, 1::2] == 255) and torch.all(y[:, 0::2] == IGNORE_INDEX)
-        for k, v in zip(x[:, 0::2].flatten().tolist(), y[:, 1::2].flatten().tolist(),
-                        strict=True):
+        for k, v in zip(x[:, 0::2].flatten().tolist(), y[:, 1::2].flatten().tolist(), strict=True):
             assert 0 <= k < 127 and 127 <= v < 255 and mapping.setdefault(k, v) == v
     _, y3 = memorization(64, 32, 256, seed=0, map_seed=7)
     assert not torch.equal(y1, y3)
@@ -129,11 +129,18 @@ def test_build_mad_tests_are_recall_only():
 
 @pytest.mark.parametrize(
     "name,params",
-    [("mad_in_context_recall", {"seq_len": 63}), ("mad_noisy_recall", {"frac_noise": 1.0}),
-     ("mad_noisy_recall", {"noise_vocab_size": 40}), ("mad_fuzzy_recall", {"seq_len": 10}),
-     ("mad_fuzzy_recall", {"num_motifs": 10_000}), ("mad_selective_copying", {"seq_len": 32}),
-     ("mad_memorization", {"seq_len": 31}), ("mad_compression", {"vocab_size": 1}),
-     ("mad_compression", {"num_train": 0}), ("mad_memorization", {"frac_noise": 0.1})],
+    [
+        ("mad_in_context_recall", {"seq_len": 63}),
+        ("mad_noisy_recall", {"frac_noise": 1.0}),
+        ("mad_noisy_recall", {"noise_vocab_size": 40}),
+        ("mad_fuzzy_recall", {"seq_len": 10}),
+        ("mad_fuzzy_recall", {"num_motifs": 10_000}),
+        ("mad_selective_copying", {"seq_len": 32}),
+        ("mad_memorization", {"seq_len": 31}),
+        ("mad_compression", {"vocab_size": 1}),
+        ("mad_compression", {"num_train": 0}),
+        ("mad_memorization", {"frac_noise": 0.1}),
+    ],
 )
 def test_bad_parameters(name, params):
     with pytest.raises(ValueError):

@@ -27,8 +27,9 @@ def check_rows(x, y, n_kv, vocab):
 
 @pytest.mark.parametrize("L,n_kv", [(64, 4), (128, 8), (256, 16)])
 def test_standard_grid(L, n_kv):
-    d = build_task("mqar", 0, seq_len=L, num_kv_pairs=n_kv, vocab_size=8192, num_train=200,
-                   num_test=50)
+    d = build_task(
+        "mqar", 0, seq_len=L, num_kv_pairs=n_kv, vocab_size=8192, num_train=200, num_test=50
+    )
     assert list(d.tests) == [L] and d.vocab_size == 8192
     for x, y in [d.train, d.tests[L]]:
         assert x.shape[1] == L
@@ -48,8 +49,16 @@ def test_random_non_queries_and_gap_power_law():
 
 
 def test_mixture_and_defaults_for_test_kv():
-    d = build_task("mqar", 1, seq_len=[64, 128], num_kv_pairs=[4, 8], num_train=50,
-                   test_lens=[64, 256], num_test=20, vocab_size=1024)
+    d = build_task(
+        "mqar",
+        1,
+        seq_len=[64, 128],
+        num_kv_pairs=[4, 8],
+        num_train=50,
+        test_lens=[64, 256],
+        num_test=20,
+        vocab_size=1024,
+    )
     x, y = d.train
     assert x.shape == (100, 128)
     assert sorted((y != IGNORE_INDEX).sum(1).unique().tolist()) == [4, 8]
@@ -59,9 +68,16 @@ def test_mixture_and_defaults_for_test_kv():
 
 @pytest.mark.parametrize(
     "params",
-    [{"seq_len": 63}, {"seq_len": 64, "num_kv_pairs": 17}, {"vocab_size": 8, "num_kv_pairs": 4},
-     {"power_a": 0.0}, {"seq_len": [64, 128], "num_kv_pairs": [4, 8, 16]},
-     {"test_lens": [64, 64]}, {"num_kv_pairs": 0}, {"vocab": 10}],
+    [
+        {"seq_len": 63},
+        {"seq_len": 64, "num_kv_pairs": 17},
+        {"vocab_size": 8, "num_kv_pairs": 4},
+        {"power_a": 0.0},
+        {"seq_len": [64, 128], "num_kv_pairs": [4, 8, 16]},
+        {"test_lens": [64, 64]},
+        {"num_kv_pairs": 0},
+        {"vocab": 10},
+    ],
 )
 def test_bad_parameters(params):
     with pytest.raises(ValueError):

@@ -9,11 +9,21 @@ from selrope.tasks import TASKS, build_task, mqar, state_tracking, task_paramete
 from selrope.tasks.copying import copying_train
 
 SMALL = {
-    "state_tracking": {"group": "S3", "train_len": 10, "test_lens": [10, 20], "num_train": 64,
-                       "num_test": 16},
+    "state_tracking": {
+        "group": "S3",
+        "train_len": 10,
+        "test_lens": [10, 20],
+        "num_train": 64,
+        "num_test": 16,
+    },
     "mqar": {"seq_len": 64, "num_kv_pairs": 4, "num_train": 64, "num_test": 16},
-    "copying": {"context_len": 80, "max_len": 10, "num_train": 16, "test_lens": [5, 40],
-                "num_test": 8},
+    "copying": {
+        "context_len": 80,
+        "max_len": 10,
+        "num_train": 16,
+        "test_lens": [5, 40],
+        "num_test": 8,
+    },
 }
 
 
@@ -71,22 +81,28 @@ def test_global_rng_untouched(name):
 
 
 def test_generators_accept_numpy_and_torch_generators():
-    for seed_a, seed_b in [(np.random.default_rng(5), np.random.default_rng(5)),
-                           (torch.Generator().manual_seed(5), torch.Generator().manual_seed(5))]:
+    for seed_a, seed_b in [
+        (np.random.default_rng(5), np.random.default_rng(5)),
+        (torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)),
+    ]:
         a, b = state_tracking("A4", 9, 7, seed_a), state_tracking("A4", 9, 7, seed_b)
         assert torch.equal(a[0], b[0])
     x1 = mqar(10, 64, 4, 128, seed=3)
     x2 = mqar(10, 64, 4, 128, seed=3)
     assert all(torch.equal(s, t) for s, t in zip(x1, x2, strict=True))
-    assert torch.equal(copying_train(4, 9, context_len=60, max_len=10)[1],
-                       copying_train(4, 9, context_len=60, max_len=10)[1])
+    assert torch.equal(
+        copying_train(4, 9, context_len=60, max_len=10)[1],
+        copying_train(4, 9, context_len=60, max_len=10)[1],
+    )
 
 
 def test_test_sets_do_not_depend_on_other_lengths():
-    a = build_task("copying", 2, context_len=80, max_len=10, num_train=4, test_lens=[5, 40],
-                   num_test=8)
-    b = build_task("copying", 2, context_len=80, max_len=10, num_train=4, test_lens=[40],
-                   num_test=8)
+    a = build_task(
+        "copying", 2, context_len=80, max_len=10, num_train=4, test_lens=[5, 40], num_test=8
+    )
+    b = build_task(
+        "copying", 2, context_len=80, max_len=10, num_train=4, test_lens=[40], num_test=8
+    )
     assert torch.equal(a.tests[40][0], b.tests[40][0])
 
 

@@ -30,8 +30,15 @@ def test_parity_labels_are_cumulative_xor():
 
 
 def test_bos_dataset_layout():
-    d = build_task("state_tracking", 3, group="S3", train_len=16, test_lens=[16, 64],
-                   num_train=200, num_test=50)
+    d = build_task(
+        "state_tracking",
+        3,
+        group="S3",
+        train_len=16,
+        test_lens=[16, 64],
+        num_train=200,
+        num_test=50,
+    )
     g = get_group("S3")
     assert d.name == "state_tracking" and d.vocab_size == 7
     x, y = d.train
@@ -45,20 +52,29 @@ def test_bos_dataset_layout():
 
 def test_test_words_disjoint_from_train_when_space_is_small():
     # Z2 words of length 8: 256 of them; 200 training rows cover most.
-    d = build_task("state_tracking", 0, group="Z2", train_len=8, test_lens=[8], num_train=200,
-                   num_test=40)
+    d = build_task(
+        "state_tracking", 0, group="Z2", train_len=8, test_lens=[8], num_train=200, num_test=40
+    )
     train = {tuple(r) for r in d.train[0][:, 1:].tolist()}
     test = [tuple(r) for r in d.tests[8][0][:, 1:].tolist()]
     assert len(set(test)) == len(test) == 40 and not train & set(test)
     with pytest.raises(ValueError, match="num_test"):
-        build_task("state_tracking", 0, group="Z2", train_len=4, test_lens=[4], num_train=500,
-                   num_test=5)
+        build_task(
+            "state_tracking", 0, group="Z2", train_len=4, test_lens=[4], num_train=500, num_test=5
+        )
 
 
 def test_mixed_training_lengths_are_padded_with_ignored_targets():
     g = get_group("A4")
-    d = build_task("state_tracking", 5, group="A4", train_len="4..12", test_lens=[24],
-                   num_train=300, num_test=10)
+    d = build_task(
+        "state_tracking",
+        5,
+        group="A4",
+        train_len="4..12",
+        test_lens=[24],
+        num_train=300,
+        num_test=10,
+    )
     x, y = d.train
     assert x.shape == (300, 13)
     valid = y != IGNORE_INDEX
@@ -71,15 +87,24 @@ def test_mixed_training_lengths_are_padded_with_ignored_targets():
         k = int(lengths[n])
         assert torch.equal(y[n, 1 : k + 1], brute_force_labels(g, x[n : n + 1, 1 : k + 1])[0])
     assert d.params["train_len"] == "4..12"
-    d2 = build_task("state_tracking", 5, group="Z3", train_len=[3, 7], num_train=100,
-                    test_lens=[7], num_test=5)
+    d2 = build_task(
+        "state_tracking", 5, group="Z3", train_len=[3, 7], num_train=100, test_lens=[7], num_test=5
+    )
     assert set(((d2.train[1] != IGNORE_INDEX).sum(1) - 1).tolist()) == {3, 7}
 
 
 @pytest.mark.parametrize(
     "params",
-    [{"group": "Q8"}, {"train_len": 0}, {"train_len": "9..3"}, {"train_len": "a..b"},
-     {"test_lens": []}, {"num_train": 0}, {"num_test": -1}, {"train_len": 2.5}],
+    [
+        {"group": "Q8"},
+        {"train_len": 0},
+        {"train_len": "9..3"},
+        {"train_len": "a..b"},
+        {"test_lens": []},
+        {"num_train": 0},
+        {"num_test": -1},
+        {"train_len": 2.5},
+    ],
 )
 def test_bad_parameters(params):
     with pytest.raises(ValueError):
