@@ -14,7 +14,8 @@ On CUDA the rotary rows run twice, on the PyTorch path ("[torch]") and on the fu
 kernel ("[triton]"), under bf16 autocast by default, and fla's Triton RoPE is the baseline
 ("rope (fla)", when fla-core is installed): the last column divides by it.
 
-    python benchmarks/rotary.py [--device cuda] [--quick] [--lengths 2048,8192] [--json rows.json]
+    python benchmarks/rotary.py [--device cuda] [--quick] [--compile] [--lengths 2048,8192]
+        [--json rows.json]
 """
 
 from __future__ import annotations
@@ -65,8 +66,18 @@ def _backend(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-def _step_function(name: str, B: int, T: int, H: int, D: int, device: torch.device, autocast: bool):
-    """Returns (step, exclude): step() runs forward+backward; exclude = storages not counted."""
+def _step_function(
+    name: str,
+    B: int,
+    T: int,
+    H: int,
+    D: int,
+    device: torch.device,
+    autocast: bool,
+    compile_forward: bool = False,
+):
+    """Returns (step, exclude): step() runs forward+backward; exclude = storages not counted.
+    ``compile_forward``: the forward (and so its backward) goes through torch.compile."""
     name, switch = _backend(name)
     d = H * D
     g = torch.Generator().manual_seed(0)
@@ -101,6 +112,8 @@ def _step_function(name: str, B: int, T: int, H: int, D: int, device: torch.devi
             return q_rot, k_rot
 
         leaves = [q, k, x, *module.parameters(), *module.buffers()]
+    if compile_forward:
+        forward = torch.compile(forward)
 
     def step(saved: list | None = None) -> None:
         if switch is not None:
@@ -116,7 +129,14 @@ def _step_function(name: str, B: int, T: int, H: int, D: int, device: torch.devi
 
 
 def run(
-    device: torch.device, lengths: list[int], B: int, H: int, D: int, repeats: int, autocast: bool
+    device: torch.device,
+    lengths: list[int],
+    B: int,
+    H: int,
+    D: int,
+    repeats: int,
+    autocast: bool,
+    compile_forward: bool,
 ) -> list:
     names = case_names(device)
     baseline = (
@@ -126,7 +146,9 @@ def run(
     for T in lengths:
         steps, memory = {}, {}
         for name in names:
-            steps[name], exclude = _step_function(name, B, T, H, D, device, autocast)
+            steps[name], exclude = _step_function(
+                name, B, T, H, D, device, autocast, compile_forward
+            )
             memory[name] = memory_mib(steps[name], device, exclude)
         times = time_ms_interleaved(steps, device, repeats)
         base_ms, base_mem = times[baseline], memory[baseline]
@@ -168,6 +190,9 @@ def main() -> None:
     parser.add_argument(
         "--float32", action="store_true", help="on CUDA, float32 instead of bf16 autocast"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile every row's forward (and backward)"
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as the CLI does (SELROPE_SYSTEM_MALLOC=1: glibc defaults)
     device = torch.device(args.device)
@@ -177,7 +202,9 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     autocast = device.type == "cuda" and not args.float32
     memory_name = "peak MiB" if device.type == "cuda" else "saved MiB"
-    precision = "bf16 autocast" if autocast else "float32"
+    precision = ("bf16 autocast" if autocast else "float32") + (
+        ", torch.compile" if args.compile else ""
+    )
     print(
         f"device={device} B={B} H={H} D={D} {precision}, median of {repeats} fwd+bwd "
         "(interleaved); ratios to the baseline row (RoPE, or fla's RoPE on CUDA)"
@@ -187,7 +214,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header), flush=True)
-    rows, baseline = run(device, lengths, B, H, D, repeats, autocast)
+    rows, baseline = run(device, lengths, B, H, D, repeats, autocast, args.compile)
     if args.json:
         info = {"device": str(device), "B": B, "H": H, "D": D, "precision": precision}
         with open(args.json, "w") as file:
