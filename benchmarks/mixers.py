@@ -11,9 +11,11 @@ once, parameters and the input excluded); on CUDA, "peak MiB" is the peak alloca
 forward+backward above what was allocated before.
 
 The per-token recurrent loops are slow on a CPU (tens of seconds per fwd+bwd at T=4096), so they
-are measured only up to ``--max-recurrent-len`` (default 1024). On CUDA with fla-core installed
-the chunked layers run twice, on fla's kernels ("[fla]", ``SELROPE_FLA=1``) and on the PyTorch
-forms ("[torch]"); the column fla/torch compares them.
+are measured only up to ``--max-recurrent-len`` (default 1024). FoX materialises its float32
+(B, H, T, T) decay bias (17 GB at T=16384, B=4, H=4), so it is measured only up to
+``--max-fox-len`` (default 4096). On CUDA with fla-core installed the chunked layers run twice,
+on fla's kernels ("[fla]", ``SELROPE_FLA=1``) and on the PyTorch forms ("[torch]"); the column
+fla/torch compares them.
 
     python benchmarks/mixers.py [--device cuda] [--quick] [--json rows.json]
 """
@@ -84,11 +86,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
-def run(device, lengths, B, d, H, repeats, max_recurrent_len) -> list[dict]:
+def run(device, lengths, B, d, H, repeats, max_len) -> list[dict]:
+    """``max_len``: the longest T measured per layer kind ("recurrent", "fox"; others: all)."""
     measured: dict[tuple[str, str, int], tuple[float, float]] = {}
     for T in lengths:
         for layer in layer_names(device):
-            if "recurrent" in layer and max_recurrent_len < T:
+            if any(kind in layer and limit < T for kind, limit in max_len.items()):
                 continue
             for rotary in ROTARIES:
                 step, exclude = make_step(layer, rotary, B, T, d, H, device)
@@ -130,6 +133,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows to this path")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-recurrent-len", type=int, default=1024)
+    parser.add_argument("--max-fox-len", type=int, default=4096)
     parser.add_argument("--lengths", type=lambda s: [int(n) for n in s.split(",")])
     args = parser.parse_args()
     keep_freed_memory()  # as the CLI does (SELROPE_SYSTEM_MALLOC=1: glibc defaults)
@@ -137,7 +141,8 @@ def main() -> None:
     B, d, H = 4, 256, 4
     lengths = args.lengths or ([64, 256] if args.quick else [256, 1024, 4096, 16384])
     repeats = 1 if args.quick else args.repeats
-    rows = run(device, lengths, B, d, H, repeats, args.max_recurrent_len)
+    max_len = {"recurrent": args.max_recurrent_len, "fox": args.max_fox_len}
+    rows = run(device, lengths, B, d, H, repeats, max_len)
     memory_name = "peak MiB" if device.type == "cuda" else "saved MiB"
     print(f"\ndevice={device} B={B} d={d} H={H} float32, median of {repeats} fwd+bwd")
     columns = ["layer", "rotary", "T", "fwd_bwd_ms", "memory_mib", "selective_vs_rope",
