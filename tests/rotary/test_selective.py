@@ -9,7 +9,7 @@ import torch
 from torch.func import functional_call
 
 from selrope.rotary import SelectiveRoPE, SelectiveRoPEConfig, rfa_frequencies, rope_frequencies
-from selrope.rotary.selective import head_l2_normalize
+from selrope.rotary.selective import head_l2_normalize, per_head_matmul
 
 B, T, H, D, d = 2, 9, 2, 8, 8
 
@@ -189,3 +189,20 @@ def test_head_l2_normalize_values_and_gradients():
     expected = x / torch.sqrt(x.square().sum(-1, keepdim=True) + 1e-6)
     torch.testing.assert_close(head_l2_normalize(x), expected, atol=0, rtol=0)
     assert torch.autograd.gradcheck(head_l2_normalize, (x.requires_grad_(),))
+
+
+def test_per_head_matmul_values_gradients_and_compiler_registration():
+    """The full-rank projection's custom op: each head's slice times its own matrix, gradcheck,
+    and torch.library.opcheck (schema, fake tensor shapes, autograd registration), with a
+    non-contiguous x as a compiled graph may pass it."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    weight = torch.randn(3, 4, 6, generator=g, dtype=torch.float64)
+    expected = torch.stack([x[:, :, h] @ weight[h] for h in range(3)], dim=2)
+    out = per_head_matmul(x, weight)
+    assert out.is_contiguous() and out.shape == (2, 5, 3, 6)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    strided = torch.randn(3, 5, 2, 4, generator=g, dtype=torch.float64).permute(2, 1, 0, 3)
+    args = (strided.requires_grad_(), weight.requires_grad_())
+    assert torch.autograd.gradcheck(per_head_matmul, args)
+    torch.library.opcheck(per_head_matmul, args)

@@ -84,49 +84,62 @@ class PerHeadProjection(nn.Module):
             F.normalize(self.weight.to(x_heads.dtype), dim=1)
             * self.scale.to(x_heads.dtype)[:, None, None]
         )
-        return _PerHeadMatmul.apply(x_heads, columns).flatten(2)
+        return per_head_matmul(x_heads, columns).flatten(2)
 
 
-class _PerHeadMatmul(torch.autograd.Function):
+@torch.library.custom_op("selrope::per_head_matmul", mutates_args=())
+def per_head_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``out[b, t, h] = x[b, t, h] @ weight[h]``: ``(B, T, H, c) x (H, c, n) -> (B, T, H, n)``.
 
     One batched matmul over heads, forward and backward, each reading and writing (B, T, H, .)
     tensors through head-major strided views: no copies, and every result is contiguous in
-    (B, T, H, .) order (an einsum or a bmm under autograd leaves x's gradient head-major, and
-    everything after it, on a CPU, several times slower).
+    (B, T, H, .) order. An einsum or a bmm under autograd leaves x's gradient head-major, and
+    everything after it, on a CPU, several times slower; under torch.compile inductor keeps the
+    head-major layouts too and its CPU bmm ran 2x slower. A custom op is opaque to the compiler,
+    so compiled and eager models run this same code.
     """
+    out = x.new_empty(*x.shape[:3], weight.shape[2])
+    torch.bmm(_head_major(x.contiguous()), weight, out=_head_major(out))
+    return out
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return _head_major_bmm(x, weight)
 
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
-        grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _head_major_bmm(grad_out, weight.transpose(1, 2))
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.bmm(_head_major(x).transpose(1, 2), _head_major(grad_out))
-        return grad_x, grad_weight
+@per_head_matmul.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:3], weight.shape[2])
+
+
+@torch.library.custom_op("selrope::per_head_matmul_weight_grad", mutates_args=())
+def per_head_matmul_weight_grad(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """The weight gradient of ``per_head_matmul``: ``(B, T, H, c), (B, T, H, n) -> (H, c, n)``."""
+    x_heads = _head_major(x.contiguous()).transpose(1, 2)
+    return torch.bmm(x_heads, _head_major(grad_out.contiguous()))
+
+
+@per_head_matmul_weight_grad.register_fake
+def _(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.shape[2], x.shape[3], grad_out.shape[3])
+
+
+def _save_matmul_inputs(ctx, inputs: tuple[torch.Tensor, torch.Tensor], output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _per_head_matmul_backward(ctx, grad_out: torch.Tensor):
+    x, weight = ctx.saved_tensors
+    grad_x = grad_weight = None
+    if ctx.needs_input_grad[0]:
+        grad_x = per_head_matmul(grad_out, weight.transpose(1, 2))
+    if ctx.needs_input_grad[1]:
+        grad_weight = per_head_matmul_weight_grad(x, grad_out)
+    return grad_x, grad_weight
+
+
+per_head_matmul.register_autograd(_per_head_matmul_backward, setup_context=_save_matmul_inputs)
 
 
 def _head_major(x: torch.Tensor) -> torch.Tensor:
     """``(B, T, H, c)`` contiguous -> ``(H, B*T, c)`` strided view."""
     return x.reshape(-1, *x.shape[2:]).transpose(0, 1)
-
-
-def _head_major_bmm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``(B, T, H, c) x (H, c, n) -> (B, T, H, n)`` contiguous, written in place by one bmm."""
-    x = x.contiguous()
-    if torch.compiler.is_compiling():
-        # Dynamo cannot trace out= into a view; inductor fuses the copy into the graph instead.
-        return torch.bmm(_head_major(x), weight).transpose(0, 1).reshape(*x.shape[:3], -1)
-    out = x.new_empty(*x.shape[:3], weight.shape[2])
-    torch.bmm(_head_major(x), weight, out=_head_major(out))
-    return out
 
 
 class SelectiveRoPE(CumulativeRotaryEmbedding):
