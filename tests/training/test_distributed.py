@@ -77,8 +77,15 @@ def test_gradient_accumulation_equals_one_pass(tmp_path):
 
 
 def test_batch_size_must_split_over_micro_batches(tmp_path):
-    with pytest.raises(ValueError, match="batch_size must be a multiple"):
-        train_here(tmp_path, micro_batch_size=3)
+    # Rejected with the settings, before a run folder exists.
+    with pytest.raises(ValueError, match=r"micro_batch_size must divide batch_size \(8\); got 3"):
+        train_here(tmp_path / "run", micro_batch_size=3)
+    assert not (tmp_path / "run").exists()
+    # The split over processes is known only when training starts.
+    config = TrainConfig(**train_config(tmp_path / "run", micro_batch_size=2))
+    assert config.micro_steps(world_size=2) == 2
+    with pytest.raises(ValueError, match=r"batch_size must be a multiple of processes x"):
+        config.micro_steps(world_size=3)
 
 
 def test_two_processes_equal_one_process(tmp_path):

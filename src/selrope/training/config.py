@@ -116,6 +116,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            # Checked here, before any run folder exists; the split over processes is checked
+            # when training starts (micro_steps), once the world size is known.
+            raise ValueError(
+                f"micro_batch_size must divide batch_size ({self.batch_size}); "
+                f"got {self.micro_batch_size}"
+            )
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
         for name in ("lr", "eps"):
