@@ -18,6 +18,9 @@ on the command line win. A run folder must be empty unless ``--resume`` (continu
 checkpoint; settings other than steps, cadences, device and precision must match) or
 ``--overwrite`` (remove only what selrope wrote there).
 
+Exit status: 0 done; 2 a usage error, refused in one line before anything is written; 1 a run
+that started and then stopped (a non-finite loss, a diverged model), its folder kept.
+
 Environment: on Linux the command keeps freed memory for reuse (faster CPU steps, peak memory
 held until exit); ``SELROPE_SYSTEM_MALLOC=1`` keeps glibc's defaults. On CUDA,
 ``SELROPE_TRITON=0`` turns the fused rotary kernel off and ``SELROPE_FLA=1`` runs fla's kernels.
@@ -42,7 +45,7 @@ from selrope.experiments import (
     run_grid,
 )
 from selrope.options import Option, all_options, run_options
-from selrope.training import format_table, is_main_process, write_results
+from selrope.training import TrainingStoppedError, format_table, is_main_process, write_results
 from selrope.training.host_memory import keep_freed_memory
 
 
@@ -230,6 +233,10 @@ def main(argv: list[str] | None = None) -> None:
         # The library's checks name the argument and what was expected: a user error, one line.
         print(f"selrope: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingStoppedError as error:
+        # A run that started and then failed: its folder keeps the log (exit 1, not a usage error).
+        print(f"\nselrope: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def command_demo(argv: list[str]) -> None:

@@ -9,11 +9,13 @@ from selrope.training import (
     DeterministicBatches,
     NonFiniteLossError,
     TrainConfig,
+    TrainingStoppedError,
     latest_checkpoint,
     load_checkpoint,
     read_metrics,
     train,
 )
+from selrope.training.loop import check_finite_parameters
 from selrope.training.metrics import METRIC_COLUMNS
 
 
@@ -38,7 +40,8 @@ class SimulatedKillError(Exception):
 
 
 class FailAfter(nn.Module):
-    """Wraps a model; training forward k+1 raises SimulatedKillError or returns NaN logits."""
+    """Wraps a model; training forward k+1 raises SimulatedKillError ("interrupt"), a ValueError
+    ("check") or returns NaN logits ("nan")."""
 
     def __init__(self, model: nn.Module, k: int, mode: str):
         super().__init__()
@@ -51,6 +54,8 @@ class FailAfter(nn.Module):
             if self.calls > self.k:
                 if self.mode == "interrupt":
                     raise SimulatedKillError
+                if self.mode == "check":  # an op's input check meeting a diverged model's NaN
+                    raise ValueError("g must hold log decays <= 0; got nan at some step")
                 return logits * float("nan")
         return logits
 
@@ -123,6 +128,25 @@ def test_nan_loss_raises_naming_the_step_and_keeps_last_good_checkpoint(
     assert state["step"] == 6
     for p, q in zip(model.parameters(), restored.parameters(), strict=True):
         assert torch.equal(p, q)  # the checkpoint holds the state after the last good step
+
+
+def test_a_check_failing_mid_run_stops_training_naming_the_step(tmp_path, parity_task, make_model):
+    # A ValueError after the run folder exists is the run going wrong, not a usage error.
+    model = FailAfter(make_model(seed=0), k=4, mode="check")
+    cfg = config(tmp_path, checkpoint_every=2, eval_every=100)
+    with pytest.raises(
+        TrainingStoppedError, match="training stopped at step 5: g must hold"
+    ) as info:
+        train(model, parity_task, cfg, progress=False)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.step == 5 and info.value.checkpoint.name == "step_00000004"
+
+
+def test_non_finite_parameters_are_refused_before_evaluating_or_saving(tmp_path):
+    params = [torch.zeros(3), torch.tensor([1.0, float("inf")])]
+    with pytest.raises(NonFiniteLossError, match=r"non-finite parameter after the update \(inf\)"):
+        check_finite_parameters(params, step=3, checkpoint=None)
+    check_finite_parameters(params[:1], step=3, checkpoint=None)  # finite: no error
 
 
 def test_metrics_files_and_run_outputs(tmp_path, parity_task, make_model):

@@ -11,7 +11,14 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .distributed import World, init_distributed, is_main_process
-from .loop import DeterministicBatches, NonFiniteLossError, evaluate_tests, main_test_length, train
+from .loop import (
+    DeterministicBatches,
+    NonFiniteLossError,
+    TrainingStoppedError,
+    evaluate_tests,
+    main_test_length,
+    train,
+)
 from .metrics import MetricsLog, evaluate, read_metrics, sequence_loss
 from .optim import build_optimizer, lr_schedule, parameter_groups, wants_weight_decay
 from .parallel import run_parallel
@@ -21,6 +28,7 @@ __all__ = [
     "DeterministicBatches",
     "MetricsLog",
     "NonFiniteLossError",
+    "TrainingStoppedError",
     "TrainConfig",
     "World",
     "atomic_write",

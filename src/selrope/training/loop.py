@@ -67,16 +67,40 @@ class TaskDataLike(Protocol):
     params: dict
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss (or gradient norm) became NaN/inf; the last good checkpoint is left untouched."""
+def _last_checkpoint(checkpoint: Path | None) -> str:
+    return f"last good checkpoint: {checkpoint}" if checkpoint else "no checkpoint was written"
+
+
+class TrainingStoppedError(RuntimeError):
+    """Training stopped after its run folder was written: a check failed mid-run. The last good
+    checkpoint is left untouched (the CLI exits with status 1, not 2: not a usage error)."""
+
+    def __init__(self, step: int, reason: str, checkpoint: Path | None):
+        self.step = step
+        self.checkpoint = checkpoint
+        super().__init__(
+            f"training stopped at step {step}: {reason} ({_last_checkpoint(checkpoint)})"
+        )
+
+
+class NonFiniteLossError(TrainingStoppedError):
+    """The loss, the gradient norm or (after an update) a parameter became NaN/inf."""
 
     def __init__(self, step: int, what: str, value: float, checkpoint: Path | None):
-        self.step = step
         self.what = what
         self.value = value
-        self.checkpoint = checkpoint
-        last = f"last good checkpoint: {checkpoint}" if checkpoint else "no checkpoint was written"
-        super().__init__(f"non-finite {what} ({value}) at step {step}; stopping ({last})")
+        super().__init__(step, f"non-finite {what} ({value})", checkpoint)
+
+
+def check_finite_parameters(params: list[torch.Tensor], step: int, checkpoint: Path | None) -> None:
+    """Raise ``NonFiniteLossError`` when an update has left a parameter NaN/inf (finite gradients
+    times a huge learning rate overflow). One host sync: called only before evaluating or
+    saving, so a diverged model is neither evaluated nor written over a good checkpoint."""
+    finite = torch.stack([torch.isfinite(p).all() for p in params])
+    if not bool(finite.all()):
+        bad = params[int((~finite).nonzero()[0])]
+        value = bad[~torch.isfinite(bad)].flatten()[0].item()
+        raise NonFiniteLossError(step, "parameter after the update", value, checkpoint)
 
 
 class DeterministicBatches:
@@ -265,7 +289,10 @@ def train(
         (path), "tests": {length: {"loss", "perplexity", "token_accuracy", "sequence_accuracy",
         "prefix_accuracy" (list of T floats)}}}.
     Raises:
-        NonFiniteLossError: the loss or gradient norm became NaN/inf.
+        NonFiniteLossError: the loss or gradient norm became NaN/inf, or an update left a
+            parameter NaN/inf (checked before evaluating and saving).
+        TrainingStoppedError: any other check failing once steps have begun (a diverged
+            model's NaN reaching an op's input check); the ValueError is its ``__cause__``.
         ValueError: the batch size does not split over the processes and micro-batches; resume
             without a checkpoint, or from one of other settings or another model; a fresh run
             into a folder with an earlier run's outputs without `overwrite`.
@@ -368,88 +395,98 @@ def _train(
     step = start_step
     model.train()
     last_step = start_step if stopped_early else cfg.steps
-    for step in range(start_step + 1, last_step + 1):
-        step_start = time.perf_counter()
-        lr = lr_schedule(step - 1, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    try:
+        for step in range(start_step + 1, last_step + 1):
+            step_start = time.perf_counter()
+            lr = lr_schedule(step - 1, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
-        batch = source.rows(batches.indices(step - 1))
-        optimizer.zero_grad(set_to_none=True)
-        loss, predictions, targets = accumulate_gradients(
-            trained, batch, world, micro_steps, autocast_dtype
-        )
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(step, "loss", loss.item(), checkpoint)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteLossError(step, "gradient norm", grad_norm.item(), checkpoint)
-        optimizer.step()
-        tokens_per_s = batch.inputs.numel() / (time.perf_counter() - step_start)
-        bar.update(1)
-
-        if world.is_main and (step % cfg.log_every == 0 or step == cfg.steps):
-            train_loss = loss.item()
-            acc = masked_accuracy(predictions, targets)
-            log.append(
-                {
-                    "step": step,
-                    "split": "train",
-                    "length": targets.shape[1],
-                    "loss": train_loss,
-                    "token_accuracy": acc["token_accuracy"],
-                    "sequence_accuracy": acc["sequence_accuracy"],
-                    "lr": lr,
-                    "grad_norm": grad_norm.item(),
-                    "tokens_per_s": tokens_per_s,
-                    "elapsed_s": elapsed(),
-                }
+            batch = source.rows(batches.indices(step - 1))
+            optimizer.zero_grad(set_to_none=True)
+            loss, predictions, targets = accumulate_gradients(
+                trained, batch, world, micro_steps, autocast_dtype
             )
-            postfix.update(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
-            bar.set_postfix(postfix)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(step, "loss", loss.item(), checkpoint)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteLossError(step, "gradient norm", grad_norm.item(), checkpoint)
+            optimizer.step()
+            tokens_per_s = batch.inputs.numel() / (time.perf_counter() - step_start)
+            bar.update(1)
 
-        if data.tests and (step % cfg.eval_every == 0 or step == cfg.steps):
-            last_eval = evaluate_tests(model, data, cfg, device)
-            if world.is_main:
-                for length, result in last_eval.items():
-                    log.append(
-                        {
-                            "step": step,
-                            "split": "test",
-                            "length": length,
-                            "loss": result["loss"],
-                            "perplexity": result["perplexity"],
-                            "token_accuracy": result["token_accuracy"],
-                            "sequence_accuracy": result["sequence_accuracy"],
-                            "lr": lr,
-                            "elapsed_s": elapsed(),
-                        }
-                    )
-            main_accuracy = last_eval[main_length]["sequence_accuracy"]
-            if data.name == "lm":  # sequence accuracy means nothing for free text
-                postfix[f"ppl@{main_length}"] = f"{last_eval[main_length]['perplexity']:.2f}"
-            else:
-                postfix[f"acc@{main_length}"] = f"{main_accuracy:.3f}"
-            bar.set_postfix(postfix)
-            if show:
-                summary = "  ".join(
-                    f"{n}: loss {r['loss']:.4f} (ppl {r['perplexity']:.2f}), "
-                    f"sequence accuracy {r['sequence_accuracy']:.3f}"
-                    for n, r in last_eval.items()
+            if world.is_main and (step % cfg.log_every == 0 or step == cfg.steps):
+                train_loss = loss.item()
+                acc = masked_accuracy(predictions, targets)
+                log.append(
+                    {
+                        "step": step,
+                        "split": "train",
+                        "length": targets.shape[1],
+                        "loss": train_loss,
+                        "token_accuracy": acc["token_accuracy"],
+                        "sequence_accuracy": acc["sequence_accuracy"],
+                        "lr": lr,
+                        "grad_norm": grad_norm.item(),
+                        "tokens_per_s": tokens_per_s,
+                        "elapsed_s": elapsed(),
+                    }
                 )
-                bar.write(f"step {step}: by test length  {summary}")
-            target = cfg.early_stop_accuracy
-            stopped_early = target is not None and main_accuracy >= target
+                postfix.update(
+                    loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}"
+                )
+                bar.set_postfix(postfix)
 
-        if stopped_early or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-            checkpoint = save(step)
-        if stopped_early:
-            break
+            if data.tests and (step % cfg.eval_every == 0 or step == cfg.steps):
+                check_finite_parameters(params, step, checkpoint)
+                last_eval = evaluate_tests(model, data, cfg, device)
+                if world.is_main:
+                    for length, result in last_eval.items():
+                        log.append(
+                            {
+                                "step": step,
+                                "split": "test",
+                                "length": length,
+                                "loss": result["loss"],
+                                "perplexity": result["perplexity"],
+                                "token_accuracy": result["token_accuracy"],
+                                "sequence_accuracy": result["sequence_accuracy"],
+                                "lr": lr,
+                                "elapsed_s": elapsed(),
+                            }
+                        )
+                main_accuracy = last_eval[main_length]["sequence_accuracy"]
+                if data.name == "lm":  # sequence accuracy means nothing for free text
+                    postfix[f"ppl@{main_length}"] = f"{last_eval[main_length]['perplexity']:.2f}"
+                else:
+                    postfix[f"acc@{main_length}"] = f"{main_accuracy:.3f}"
+                bar.set_postfix(postfix)
+                if show:
+                    summary = "  ".join(
+                        f"{n}: loss {r['loss']:.4f} (ppl {r['perplexity']:.2f}), "
+                        f"sequence accuracy {r['sequence_accuracy']:.3f}"
+                        for n, r in last_eval.items()
+                    )
+                    bar.write(f"step {step}: by test length  {summary}")
+                target = cfg.early_stop_accuracy
+                stopped_early = target is not None and main_accuracy >= target
+
+            if stopped_early or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                check_finite_parameters(params, step, checkpoint)
+                checkpoint = save(step)
+            if stopped_early:
+                break
+    except ValueError as error:
+        # Every setting was checked before the run folder was written: a check failing now means
+        # the run itself went wrong (a diverged model's NaN reaching an op's input check).
+        raise TrainingStoppedError(step, str(error), checkpoint) from error
     bar.close()
 
     if data.tests and last_eval is None:  # resumed a finished run that had no eval
         last_eval = evaluate_tests(model, data, cfg, device)
     if checkpoint is None or checkpoint.name != step_dir_name(step):
+        check_finite_parameters(params, step, checkpoint)
         checkpoint = save(step)
     final = {
         "step": step,
