@@ -29,7 +29,8 @@ from selrope.tasks import build_task, task_parameters
 from selrope.training import TrainConfig, is_main_process, latest_checkpoint, run_parallel, train
 from selrope.training.checkpoint import STATE_FILE, atomic_write_text
 from selrope.training.config import RESUMABLE_FIELDS
-from selrope.training.loop import check_resumable
+from selrope.training.distributed import world_size_from_environment
+from selrope.training.loop import check_resumable, check_training_data
 from selrope.training.run_dir import (
     CHECKPOINT_DIR,
     check_out_dir,
@@ -285,6 +286,7 @@ def run_one(spec: RunSpec, progress: bool = True) -> list[dict[str, Any]]:
     model = build_model(spec, data.vocab_size)
     config = train_config(spec)
     resume = check_run(spec)  # every check before anything is written
+    check_training_data(data, config, world_size_from_environment())
     out_dir = Path(spec.out_dir)
     spec_text = json.dumps(dataclasses.asdict(spec), indent=2) + "\n"
     if is_main_process() and not resume:

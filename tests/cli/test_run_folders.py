@@ -97,6 +97,9 @@ def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
         (["--rotary-opt", "{}"], "unrecognized arguments: --rotary-opt"),
         (["--rotary-options", '{"nope": {"x": 1}}'], "unknown key(s) ['x']"),
         (["--mixer", "rnn"], "--mixer must be one of attention, fox, gla, gdn; got 'rnn'"),
+        # Checks that need the data or the batch split, also before the folder is written.
+        (["--num-train", "1"], "--batch-size must be in [1, 1] (training set rows); got 8"),
+        (["--micro-batch-size", "3"], "--micro-batch-size must divide batch_size (8); got 3"),
     ],
 )
 def test_user_errors_are_one_line_naming_the_flag(tmp_path, capsys, args, message):

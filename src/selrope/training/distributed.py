@@ -46,7 +46,12 @@ class World:
 
 def launched_by_torchrun() -> bool:
     """Whether the environment describes a multi-process launch (WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return world_size_from_environment() > 1
+
+
+def world_size_from_environment() -> int:
+    """The number of processes a launcher such as torchrun announced (WORLD_SIZE), else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def is_main_process() -> bool:

@@ -103,6 +103,14 @@ def check_finite_parameters(params: list[torch.Tensor], step: int, checkpoint: P
         raise NonFiniteLossError(step, "parameter after the update", value, checkpoint)
 
 
+def check_training_data(data: TaskDataLike, cfg: TrainConfig, world_size: int) -> None:
+    """The checks of ``train`` that need the data or the world size, for callers that write
+    into the run folder before training: ValueError unless the training rows fill a batch that
+    splits over ``world_size`` processes and the micro-batches."""
+    cfg.micro_steps(world_size)
+    DeterministicBatches(as_batch_source(data.train).num_rows, cfg.batch_size, cfg.seed)
+
+
 class DeterministicBatches:
     """Batch row indices as a pure function of (seed, step index).
 
