@@ -1,5 +1,7 @@
 import csv
 import json
+import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,6 +142,20 @@ def test_a_check_failing_mid_run_stops_training_naming_the_step(tmp_path, parity
         train(model, parity_task, cfg, progress=False)
     assert isinstance(info.value.__cause__, ValueError)
     assert info.value.step == 5 and info.value.checkpoint.name == "step_00000004"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TrainingStoppedError(5, "g must hold log decays <= 0", None),
+        NonFiniteLossError(7, "loss", float("inf"), Path("run/checkpoints/step_00000006")),
+    ],
+)
+def test_training_errors_survive_pickling(error):
+    # run_parallel's worker processes send them back pickled (selrope compare, the demo).
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error)
+    assert (copy.step, copy.checkpoint) == (error.step, error.checkpoint)
 
 
 def test_non_finite_parameters_are_refused_before_evaluating_or_saving(tmp_path):

@@ -78,9 +78,15 @@ class TrainingStoppedError(RuntimeError):
     def __init__(self, step: int, reason: str, checkpoint: Path | None):
         self.step = step
         self.checkpoint = checkpoint
+        self._arguments: tuple = (step, reason, checkpoint)
         super().__init__(
             f"training stopped at step {step}: {reason} ({_last_checkpoint(checkpoint)})"
         )
+
+    def __reduce__(self):
+        # Rebuilt from the constructor's arguments, not the message, so that the error crosses
+        # the process pool of `run_parallel` (compare, the demo) intact.
+        return type(self), self._arguments
 
 
 class NonFiniteLossError(TrainingStoppedError):
@@ -90,6 +96,7 @@ class NonFiniteLossError(TrainingStoppedError):
         self.what = what
         self.value = value
         super().__init__(step, f"non-finite {what} ({value})", checkpoint)
+        self._arguments = (step, what, value, checkpoint)
 
 
 def check_finite_parameters(params: list[torch.Tensor], step: int, checkpoint: Path | None) -> None:
