@@ -85,7 +85,8 @@ def build_parser(command: str, options: dict[str, Option]) -> argparse.ArgumentP
     groups = {section: parser.add_argument_group(title) for section, title in titles.items()}
     for option in options.values():
         default = "none" if option.default is None else option.default
-        help_text = f"{option.meaning} [{option.describe()}; default {default}]"
+        default = "default none: required" if default == "" else f"default {default}"
+        help_text = f"{option.meaning} [{option.describe()}; {default}]"
         extra = {"nargs": "?", "const": "true"} if option.hint is bool else {}
         groups[option.section].add_argument(
             option.flag,
@@ -280,9 +281,20 @@ def command_data(argv: list[str]) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     prepare = actions.add_parser("prepare", help="tokenise text into DIR/{train,val}.bin")
     source = prepare.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", metavar="PATH", help="text/.jsonl files, folders")
+    source.add_argument(
+        "--input",
+        nargs="+",
+        metavar="PATH",
+        help="text or .jsonl files, or folders of them "
+        "(one document per file, or per line of a .jsonl)",
+    )
     source.add_argument("--default", action="store_true", help="the CPython stdlib's .py files")
-    prepare.add_argument("--tokenizer", required=True, help="byte | bpe:VOCAB")
+    prepare.add_argument(
+        "--tokenizer",
+        required=True,
+        help="byte (byte ids, nothing to train) or bpe:VOCAB (train a byte-level BPE of VOCAB "
+        "tokens)",
+    )
     prepare.add_argument(
         "--out", required=True, metavar="DIR", help="folder for the token streams and manifest"
     )
@@ -299,7 +311,7 @@ def command_data(argv: list[str]) -> None:
         type=lambda text: [pattern for pattern in text.split(",") if pattern],
         default=argparse.SUPPRESS,
         metavar="GLOB[,GLOB]",
-        help="fnmatch patterns on document names",
+        help="documents whose names match one of these fnmatch patterns form the validation split",
     )
     prepare.add_argument(
         "--seed", type=int, default=argparse.SUPPRESS, help="seed of the document split (0)"

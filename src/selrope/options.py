@@ -248,7 +248,9 @@ def _meanings(obj: Any) -> dict[str, str]:
         elif line.startswith("      ") and names:
             for name in names:
                 meanings[name] += " " + line.strip()
-    return {name: re.split(r"(?<=\.)\s", text, maxsplit=1)[0] for name, text in meanings.items()}
+    # The first sentence: up to the first full stop, not counting "e.g." and "i.e.".
+    first = re.compile(r"(?<=\.)(?<!e\.g\.)(?<!i\.e\.)\s")
+    return {name: first.split(text, maxsplit=1)[0] for name, text in meanings.items()}
 
 
 def _dataclass_options(cls: type, section: str) -> list[Option]:

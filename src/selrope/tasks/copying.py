@@ -158,7 +158,8 @@ def build_copying(
         num_train: packed training rows (the paper streams 5,000 steps x 256).
         test_lens: string lengths to test (the paper: every L in 2..511 = up to 8x max_len).
         num_test: rows per test length (the paper: 1,000).
-        test_pad_to: optional minimum test-row width (see `copying_test`).
+        test_pad_to: optional minimum test-row width: test rows are right-padded with `*`
+            (targets -100) to it, which changes nothing for a causal model.
     """
     check_int("num_train", num_train, 1)
     check_int("num_test", num_test, 1)

@@ -76,8 +76,10 @@ def build_language_modeling(
             seed); kept for the task interface.
         data: a directory written by ``selrope data prepare`` (train.bin, val.bin, manifest).
         seq_len: training length L.
-        packing: "reset" or "concat" (see the module docstring) for training; validation is
-            always packed with resets, so its loss never reads across documents.
+        packing: for training, "reset" (every document in a row is processed as if alone:
+            attention, recurrent states and positions restart at its start) or "concat" (the
+            GPT-2-style stream that reads across documents); validation always resets, so its
+            loss never reads across documents.
         val_tokens: validation rows: the first ``val_tokens // seq_len`` windows of the val split.
 
     Returns:

@@ -136,7 +136,8 @@ def build_mqar(
             else L // 16, the ratio of the standard grid (64,4), (128,8), (256,16)).
         num_test: rows per test length (Zoology: 3,000).
         power_a: gap power-law exponent.
-        random_non_queries: see `mqar`.
+        random_non_queries: fill the non-query positions of the query region with random tokens
+            from [1, V) instead of 0.
     """
     train_lens = check_int_list("seq_len", seq_len, 4)
     train_kv = check_int_list("num_kv_pairs", num_kv_pairs, 1)
