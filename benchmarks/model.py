@@ -5,7 +5,8 @@ packed rows (segment ids with a document boundary in every row, as ``--packing r
 Every variant of a mixer is timed in the same run, interleaved over the repeats so that a busy
 machine slows them alike; the ratio column divides by RoPE's tokens/s (same mixer).
 
-    python benchmarks/model.py [--device cuda] [--quick] [--compile] [--json rows.json]
+    python benchmarks/model.py [--device cuda] [--quick] [--compile] [--positions rope,selective]
+        [--json rows.json]
 
 Defaults: the LM study's CPU model (d 128, 4 layers, 4 heads, vocab 8,192, tied embeddings),
 B 16, T 256, float32 on CPU; on CUDA bf16 autocast and ``--d-model 1024 --n-layers 6``-sized
@@ -68,7 +69,7 @@ def make_step(mixer: str, position: str, args: argparse.Namespace, device: torch
 def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
     rows = []
     for mixer in args.mixers:
-        steps = {position: make_step(mixer, position, args, device) for position in POSITIONS}
+        steps = {position: make_step(mixer, position, args, device) for position in args.positions}
         for step in steps.values():  # a first step (allocator, denormals, autotuning)
             step()
         milliseconds = time_ms_interleaved(steps, device, args.repeats)
@@ -89,6 +90,17 @@ def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
+def _positions(text: str) -> list[str]:
+    """'selective,nope' -> ['rope', 'selective', 'nope'] (RoPE first: every ratio divides by it)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in POSITIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown position {unknown[0]!r}; expected names from {','.join(POSITIONS)}"
+        )
+    return ["rope", *(name for name in dict.fromkeys(names) if name != "rope")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -105,6 +117,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 repeats")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
+    parser.add_argument(
+        "--positions",
+        type=_positions,
+        default=list(POSITIONS),
+        help=f"comma-separated subset of {','.join(POSITIONS)} (rope always runs: the baseline)",
+    )
     parser.add_argument("--json", help="write the rows to this path")
     args = parser.parse_args()
     keep_freed_memory()  # as the CLI does (SELROPE_SYSTEM_MALLOC=1: glibc defaults)
