@@ -4,6 +4,8 @@
     selrope analyze leakage --out DIR [--seed N]
     selrope analyze complex --out DIR [--seed N] [--checkpoint RUN | --steps N]
     selrope analyze angles  --out DIR [--seed N] [--checkpoint RUN | --steps N]
+    selrope analyze rotation --out DIR --checkpoint RUN[,RUN...] --data CORPUS
+                             [--window W] [--windows N]
     selrope analyze runs    --out DIR --runs DIR[,DIR...] [--escape-accuracy A]
 
 rff: softmax attention as linear attention on randomly rotated features (error against the
@@ -12,6 +14,8 @@ window, and a pure-rotation against a damped recurrence. complex: the eigenvalue
 Selective RoPE with tied pair decays. angles: the angle increment Selective RoPE learned for each
 token. complex and angles train the demo's parity model (about a minute on a CPU) into
 DIR/<analysis>-model unless --checkpoint names a saved parity model (a run folder or its model/).
+rotation: how far each rotation pair of trained language models turns within windows of a
+prepared corpus' validation text (pairs that barely turn act as NoPE there).
 runs: finished (or running) runs of selrope train / compare: accuracy per variant with its seed
 spread, the step each seed left the loss plateau, training loss and gradient norm curves.
 Each writes PNG figures and its section of DIR/report.md (other analyses' sections are kept).
@@ -55,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         default=None,
         metavar="RUN",
-        help="complex/angles: a saved parity model instead of training one",
+        help="complex/angles: a saved parity model instead of training one; rotation: the "
+        "language models (comma-separated run folders)",
     )
     parser.add_argument(
         "--steps",
@@ -63,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help=f"complex/angles: training steps of the model trained here ({DEFAULT_STEPS})",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="CORPUS",
+        help="rotation: a prepared corpus (selrope data prepare) whose validation split is read",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        metavar="W",
+        help="rotation: tokens per window (default: the first model's training length, else 256)",
+    )
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rotation: how many windows (16)",
     )
     parser.add_argument(
         "--runs",
@@ -83,10 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
 def check_arguments(args: argparse.Namespace) -> None:
     """Raise ValueError for options that do not fit the chosen analysis."""
     trains = args.analysis in ("complex", "angles")
-    if not trains:
-        for flag, value in (("--checkpoint", args.checkpoint), ("--steps", args.steps)):
-            if value is not None:
-                raise ValueError(f"{flag} applies to complex and angles only; got {value!r}")
+    if args.analysis != "rotation" and not trains and args.checkpoint is not None:
+        raise ValueError(
+            f"--checkpoint applies to complex, angles and rotation only; got {args.checkpoint!r}"
+        )
+    if not trains and args.steps is not None:
+        raise ValueError(f"--steps applies to complex and angles only; got {args.steps!r}")
+    for flag, value in (
+        ("--data", args.data),
+        ("--window", args.window),
+        ("--windows", args.windows),
+    ):
+        if args.analysis != "rotation" and value is not None:
+            raise ValueError(f"{flag} applies to rotation only; got {value!r}")
+    if args.analysis == "rotation":
+        if not (args.checkpoint or "").strip(","):
+            raise ValueError("rotation needs --checkpoint RUN[,RUN...]: the language models")
+        if not args.data:
+            raise ValueError("rotation needs --data CORPUS: a prepared corpus to read")
+        for flag, value in (("--window", args.window), ("--windows", args.windows)):
+            if value is not None and value < 2:
+                raise ValueError(f"{flag} must be an integer >= 2; got {value}")
     for flag, value in (("--runs", args.runs), ("--escape-accuracy", args.escape_accuracy)):
         if args.analysis != "runs" and value is not None:
             raise ValueError(f"{flag} applies to runs only; got {value!r}")
@@ -137,6 +179,30 @@ def model_section(args: argparse.Namespace, out_dir: Path) -> Section:
     return analyze_angles(out_dir, model, about, max(tests))
 
 
+def rotation_section(args: argparse.Namespace, out_dir: Path) -> Section:
+    """rotation: load the language models and the corpus' validation split, then measure."""
+    from selrope.analysis.rotation import analyze_rotation
+    from selrope.data import load_split
+    from selrope.evaluation.runs import load_model, model_directory, training_length
+
+    models = []
+    for run in (run for run in args.checkpoint.split(",") if run):
+        try:
+            directory = model_directory(run)
+            models.append((run.rstrip("/"), load_model(directory)))
+        except (ValueError, OSError) as error:
+            raise ValueError(f"--checkpoint {run}: {error}") from None
+    window = args.window or training_length(model_directory(args.checkpoint.split(",")[0]))
+    try:
+        split = load_split(args.data, "val")
+    except (ValueError, OSError) as error:
+        raise ValueError(f"--data {args.data}: {error}") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    about = f"Models {', '.join(f'`{name}`' for name, _ in models)}; data `{args.data}`"
+    count = 16 if args.windows is None else args.windows
+    return analyze_rotation(out_dir, models, split, window or 256, count, about)
+
+
 def run_analyze_command(argv: list[str]) -> None:
     """Parse ``argv`` (after ``selrope analyze``), run the analysis, write figures and report.
 
@@ -158,6 +224,8 @@ def run_analyze_command(argv: list[str]) -> None:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         section = analyze_leakage(out_dir, args.seed)
+    elif args.analysis == "rotation":
+        section = rotation_section(args, out_dir)
     elif args.analysis == "runs":
         from selrope.analysis.training_runs import analyze_runs
 

@@ -1,6 +1,6 @@
 """``report.md`` of ``selrope analyze``: one section per analysis, kept across runs.
 
-Each analysis replaces its own section and leaves the others, so running all four into one
+Each analysis replaces its own section and leaves the others, so running all of them into one
 folder leaves one report listing every figure. Sections start with a marker comment
 ``<!-- selrope analyze NAME -->`` and appear in the order of ``ANALYSES``.
 """
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-ANALYSES = ("rff", "leakage", "complex", "angles", "runs")
+ANALYSES = ("rff", "leakage", "complex", "angles", "rotation", "runs")
 REPORT_FILE = "report.md"
 TITLE = "# selrope analyze: figures and the numbers behind them\n"
 _MARKER = re.compile(r"^<!-- selrope analyze (\w+) -->$", re.MULTILINE)

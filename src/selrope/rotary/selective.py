@@ -164,8 +164,10 @@ class SelectiveRoPE(CumulativeRotaryEmbedding):
     Linear weights ~ N(0, 0.02), conv weights ~ N(0, ``conv_init_std``: 0.02), zero biases (gate
     bias 0: the gate starts at 0.5), b = 0; the full-rank projection keeps its kaiming-uniform
     directions with scale 1; frequencies are fixed ``rope_frequencies`` / ``rfa_frequencies``
-    (float32, frozen unless trainable). With the low-rank projection and no bias the initial
-    angles are tiny (the model starts close to NoPE).
+    (float32, frozen unless trainable). Without the bias the initial angles are tiny whatever
+    the projection: the conv's small taps (then the SiLU and the gate's 0.5) leave increments of
+    about 1e-3 rad per token (LM recipe, measured), so the model starts close to NoPE. With the
+    bias every pair starts as RoPE at ``exp(0)`` = 1 per token (times the gate).
 
     Args:
         num_heads: H.
