@@ -128,13 +128,16 @@ def test_command_writes_a_table_and_figure(corpus: Path, tmp_path: Path) -> None
         (["--checkpoint", "MISSING", "--data", "C"], "--checkpoint MISSING: "),
         (["--checkpoint", "R", "--data", "MISSING"], "--data MISSING: "),
         (["--checkpoint", "R", "--data", "C", "--window", "500"], "no validation document holds"),
+        (["--checkpoint", "V", "--data", "C"], "vocab_size 11 but the data has 257"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(
     argv: list[str], message: str, corpus: Path, tmp_path: Path, capsys
 ) -> None:
     run = _save(tmp_path / "run", {"type": "rope"})
-    names = {"C": str(corpus), "R": str(run), "MISSING": str(tmp_path / "missing")}
+    other = tmp_path / "other"
+    LanguageModel(LMConfig(vocab_size=11, d_model=d, n_heads=H)).save_pretrained(other / "model")
+    names = {"C": str(corpus), "R": str(run), "V": str(other), "MISSING": str(tmp_path / "missing")}
     argv = [names.get(a, a) for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["analyze", "rotation", "--out", str(tmp_path / "out"), *argv])

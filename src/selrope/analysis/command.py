@@ -197,6 +197,12 @@ def rotation_section(args: argparse.Namespace, out_dir: Path) -> Section:
         split = load_split(args.data, "val")
     except (ValueError, OSError) as error:
         raise ValueError(f"--data {args.data}: {error}") from None
+    for run, model in models:
+        if model.config.vocab_size != split.vocab_size:
+            raise ValueError(
+                f"--checkpoint {run}: vocab_size {model.config.vocab_size} but the data has "
+                f"{split.vocab_size}: it was trained on another tokenizer"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     about = f"Models {', '.join(f'`{name}`' for name, _ in models)}; data `{args.data}`"
     count = 16 if args.windows is None else args.windows
