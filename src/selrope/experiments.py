@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from selrope.data.reader import TOKENIZER_FILE
-from selrope.models import LanguageModel, LMConfig
+from selrope.models import LanguageModel, LMConfig, parameter_count
 from selrope.rotary import (
     SELECTIVE_COPYING_RECIPE,
     SELECTIVE_LM_RECIPE,
@@ -30,6 +30,7 @@ from selrope.training import TrainConfig, is_main_process, latest_checkpoint, ru
 from selrope.training.checkpoint import STATE_FILE, atomic_write_text
 from selrope.training.config import RESUMABLE_FIELDS
 from selrope.training.distributed import world_size_from_environment
+from selrope.training.host_memory import physical_memory_bytes
 from selrope.training.loop import check_resumable, check_training_data
 from selrope.training.run_dir import (
     CHECKPOINT_DIR,
@@ -161,9 +162,35 @@ def train_config(spec: RunSpec) -> TrainConfig:
     return config
 
 
+TRAINING_BYTES_PER_PARAMETER = 16  # float32 weights, gradients and AdamW's two moments
+
+
+def check_model_fits(config: LMConfig) -> None:
+    """Raise ValueError when training the model needs more memory than the machine has.
+
+    Counted before anything is allocated (``parameter_count``), so that a mistyped size
+    (``--expand-k 1e7``) is a one-line error instead of the OS killing the process midway.
+    Activations come on top; this is the floor.
+    """
+    available = physical_memory_bytes()
+    needed = parameter_count(config) * TRAINING_BYTES_PER_PARAMETER
+    if available is not None and needed > available:
+        raise ValueError(
+            f"the model has {needed // TRAINING_BYTES_PER_PARAMETER:,} parameters: training it "
+            f"needs at least {needed / 2**30:,.1f} GiB (float32 weights, gradients and AdamW's "
+            f"two moments), more than this machine's {available / 2**30:.1f} GiB; make "
+            "--d-model, --n-layers, --expand-k / --expand-v or the vocabulary smaller"
+        )
+
+
 def build_model(spec: RunSpec, vocab_size: int) -> LanguageModel:
-    """The spec's model, initialised from ``spec.seed`` without touching the global RNG."""
+    """The spec's model, initialised from ``spec.seed`` without touching the global RNG.
+
+    Raises:
+        ValueError: training it would not fit in the machine's memory (``check_model_fits``).
+    """
     config = model_config(spec, vocab_size)
+    check_model_fits(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         return LanguageModel(config)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from tiny_models import MIXERS, ROTARIES, tiny_model
 
-from selrope.models import LanguageModel, LMConfig, lm_loss
+from selrope.models import LanguageModel, LMConfig, lm_loss, parameter_count
+from selrope.rotary import SELECTIVE_LM_RECIPE
 
 # The CUDA tests at the end run the same code on a GPU machine; CI is CPU-only.
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -185,3 +188,19 @@ def test_bf16_autocast_training_step_is_finite(mixer: str) -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("mixer", ["attention", "fox", "gla", "gdn"])
+@pytest.mark.parametrize(
+    "rotary", [{"type": "rope"}, dict(SELECTIVE_LM_RECIPE), {"type": "carope"}]
+)
+def test_parameter_count_matches_the_built_model_without_allocating(mixer, rotary):
+    config = LMConfig(
+        vocab_size=50, d_model=16, n_layers=2, n_heads=2, mixer=mixer, rotary=rotary,
+        absolute_position="learned", max_positions=32,
+    )  # fmt: skip
+    expected = sum(p.numel() for p in LanguageModel(config).parameters())
+    assert parameter_count(config) == expected
+    # Far beyond any machine's memory: counted on the meta device, nothing is allocated.
+    huge = dataclasses.replace(config, d_model=2**20, vocab_size=2**20, expand_k=64.0)
+    assert parameter_count(huge) > 2**40

@@ -191,6 +191,13 @@ class LMConfig:
         return cls(**values)
 
 
+def parameter_count(config: LMConfig) -> int:
+    """How many parameters ``LanguageModel(config)`` has, counted on the meta device: nothing is
+    allocated or initialised, so a model too large for the machine can be refused first."""
+    with torch.device("meta"):
+        return sum(parameter.numel() for parameter in LanguageModel(config).parameters())
+
+
 def build_mixer(name: str, config: LMConfig) -> nn.Module:
     """The mixer layer called ``name`` (one of ``MIXERS``) configured from ``config``."""
     common = {"model_dim": config.d_model, "num_heads": config.n_heads, "rotary": config.rotary}

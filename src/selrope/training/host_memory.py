@@ -1,4 +1,4 @@
-"""Keep freed memory in the process on Linux (glibc), instead of handing big blocks back.
+"""Host memory: keep freed memory in the process on Linux (glibc), and how much there is.
 
 glibc's malloc serves every block above its mmap threshold (which grows to at most 32 MiB) with
 a fresh ``mmap`` and unmaps it on ``free``. A tensor that large (a batch of activations, the
@@ -38,3 +38,11 @@ def keep_freed_memory() -> bool:
     except (OSError, TypeError, AttributeError):
         return False
     return bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX)) and bool(mallopt(_M_MMAP_MAX, 0))
+
+
+def physical_memory_bytes() -> int | None:
+    """The machine's physical memory in bytes, or None where the OS does not say (Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
