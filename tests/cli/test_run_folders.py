@@ -84,7 +84,9 @@ def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
     ("args", "message"),
     [
         (["--lr", "abc"], "--lr must be a finite float; got 'abc'"),
-        (["--lr", "-1"], "--lr must be a positive float; got -1.0"),
+        (["--lr", "-1"], "--lr must be a positive float <= 10; got -1.0"),
+        (["--lr", "3.4e37"], "--lr must be a positive float <= 10; got 3.4e+37"),
+        (["--weight-decay", "1e300"], "--weight-decay must be a float in [0, 100]"),
         (["--tie-embeddings", "yes"], "--tie-embeddings must be true or false"),
         (["--use-short-conv", "2"], "--use-short-conv must be true or false"),
         (["--steps", "true"], "--steps must be an integer; got 'true'"),
@@ -195,7 +197,7 @@ def test_fuzz_exit_code_no_traceback_nothing_outside_the_run_folder(tmp_path_fac
         code = stop.code
     finally:
         os.chdir(here)
-    # 0: trained; 2: refused before anything was written; 1: stopped mid-run (a huge learning
+    # 0: trained; 2: refused before anything was written; 1: stopped mid-run (a large learning
     # rate diverges), one error line after the progress bar, the run folder kept.
     assert code in (0, 1, 2), stderr.getvalue()
     if code == 1:

@@ -38,6 +38,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+MAX_LR = 10.0  # AdamW's updates are about lr in size
+MAX_EPS = 1.0
+MAX_WEIGHT_DECAY = 100.0  # decoupled: each step scales the weights by 1 - lr * weight_decay
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run.
@@ -125,11 +130,17 @@ class TrainConfig:
             )
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
-        for name in ("lr", "eps"):
-            if not (_is_number(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a positive float; got {getattr(self, name)!r}")
-        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a float >= 0; got {self.weight_decay!r}")
+        # Bounded so that AdamW's float32 arithmetic cannot overflow (an lr near 3e37 raised
+        # inside the optimizer's step): beyond these bounds no setting trains anyway.
+        for name, limit in (("lr", MAX_LR), ("eps", MAX_EPS)):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 < value <= limit):
+                raise ValueError(f"{name} must be a positive float <= {limit:g}; got {value!r}")
+        if not (_is_number(self.weight_decay) and 0 <= self.weight_decay <= MAX_WEIGHT_DECAY):
+            raise ValueError(
+                f"weight_decay must be a float in [0, {MAX_WEIGHT_DECAY:g}]; "
+                f"got {self.weight_decay!r}"
+            )
         if self.warmup_steps is not None and not (
             _is_int(self.warmup_steps) and 0 <= self.warmup_steps <= self.steps
         ):
