@@ -7,7 +7,7 @@
     selrope eval    --checkpoint RUN[,RUN...] --data CORPUS --lengths 256,512,1024 --out DIR
     selrope demo    --out DIR
     selrope theory  (softmax as random rotations; rotation leakage and the decay window)
-    selrope analyze rff|leakage|complex|angles|runs --out DIR   (figures + report.md)
+    selrope analyze rff|leakage|complex|angles|rotation|runs --out DIR   (figures + report.md)
     selrope data prepare --input PATH [PATH ...] | --default --tokenizer byte|bpe:VOCAB --out DIR
 
 Options come from the fields of ``LMConfig`` (model), ``TrainConfig`` (optimiser and loop) and
