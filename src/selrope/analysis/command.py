@@ -185,14 +185,14 @@ def rotation_section(args: argparse.Namespace, out_dir: Path) -> Section:
     from selrope.data import load_split
     from selrope.evaluation.runs import load_model, model_directory, training_length
 
-    models = []
+    models, directories = [], []
     for run in (run for run in args.checkpoint.split(",") if run):
         try:
-            directory = model_directory(run)
-            models.append((run.rstrip("/"), load_model(directory)))
+            directories.append(model_directory(run))
+            models.append((run.rstrip("/"), load_model(directories[-1])))
         except (ValueError, OSError) as error:
             raise ValueError(f"--checkpoint {run}: {error}") from None
-    window = args.window or training_length(model_directory(args.checkpoint.split(",")[0]))
+    window = args.window or training_length(directories[0])
     try:
         split = load_split(args.data, "val")
     except (ValueError, OSError) as error:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
 
 from selrope.models import LanguageModel
 from selrope.rotary import SelectiveRoPE
+from selrope.rotary.base import RotaryEmbedding
+
+RotaryT = TypeVar("RotaryT", bound=RotaryEmbedding)
 
 
 class MixerInput(NamedTuple):
@@ -52,6 +55,11 @@ def mixer_inputs(model: LanguageModel, input_ids: torch.Tensor) -> list[MixerInp
     ]
 
 
+def rotary_module(mixer: nn.Module, kind: type[RotaryT]) -> RotaryT | None:
+    """The first module of type ``kind`` inside a mixer (its rotary embedding), or None."""
+    return next((m for m in mixer.modules() if isinstance(m, kind)), None)
+
+
 def selective_rotary(mixer: nn.Module) -> SelectiveRoPE | None:
     """The Selective RoPE module inside a mixer, or None if it rotates otherwise."""
-    return next((m for m in mixer.modules() if isinstance(m, SelectiveRoPE)), None)
+    return rotary_module(mixer, SelectiveRoPE)

@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from selrope.analysis.plots import new_figure, save_figure
-from selrope.analysis.probes import mixer_inputs
+from selrope.analysis.probes import mixer_inputs, rotary_module
 from selrope.analysis.report import Section
 from selrope.data import TokenSplit
 from selrope.models import LanguageModel
 from selrope.rotary import RoPE
-from selrope.rotary.base import CumulativeRotaryEmbedding
+from selrope.rotary.base import CumulativeRotaryEmbedding, RotaryEmbedding
 
 FIGURE = "rotation.png"
 STILL, TURNING = 0.1, 1.0  # rad across a window: below STILL a pair acts as NoPE there
@@ -90,10 +90,7 @@ def model_rotation(model: LanguageModel, ids: torch.Tensor) -> list[LayerRotatio
     """Each layer's mean ``|theta_(W-1) - theta_0|`` per pair over the windows ``ids (B, W)``."""
     rows = []
     for layer, record in enumerate(mixer_inputs(model, ids)):
-        rotary = next(
-            (m for m in record.mixer.modules() if isinstance(m, CumulativeRotaryEmbedding | RoPE)),
-            None,
-        )
+        rotary = rotary_module(record.mixer, RotaryEmbedding)  # None: NoPE
         turned = None if rotary is None else pair_rotation(rotary, record.rotary_input)
         per_pair = torch.zeros(0, dtype=torch.float64) if turned is None else turned.mean(0)
         name = "nope" if rotary is None else type(rotary).__name__

@@ -453,8 +453,11 @@ def _train(
                 )
                 bar.set_postfix(postfix)
 
-            if data.tests and (step % cfg.eval_every == 0 or step == cfg.steps):
+            evaluating = data.tests and (step % cfg.eval_every == 0 or step == cfg.steps)
+            saving = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+            if evaluating or saving:  # an early stop saves only after an evaluation
                 check_finite_parameters(params, step, checkpoint)
+            if evaluating:
                 last_eval = evaluate_tests(model, data, cfg, device)
                 if world.is_main:
                     for length, result in last_eval.items():
@@ -487,8 +490,7 @@ def _train(
                 target = cfg.early_stop_accuracy
                 stopped_early = target is not None and main_accuracy >= target
 
-            if stopped_early or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                check_finite_parameters(params, step, checkpoint)
+            if stopped_early or saving:
                 checkpoint = save(step)
             if stopped_early:
                 break
