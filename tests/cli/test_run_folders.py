@@ -140,7 +140,7 @@ def test_help_lists_every_option_with_type_and_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for flag in ("--num-kv-pairs", "--d-model", "--tie-pair-decay", "--lr", "--resume-or-start"):
         assert flag in text
-    assert "peak learning rate of AdamW. [a finite float; default 0.001]" in text
+    assert "peak learning rate of AdamW, in (0, 10]. [a finite float; default 0.001]" in text
     assert "[an integer or a comma-separated list of integers; default 4]" in text
 
 

@@ -54,10 +54,11 @@ class TrainConfig:
         steps: optimizer updates in the whole run.
         batch_size: the global batch: rows per optimizer step, over processes and micro-steps.
         micro_batch_size: rows per forward pass and process; None: the whole share in one pass.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay (not applied to norms, biases, embeddings' exemptions).
+        lr: peak learning rate of AdamW, in (0, 10].
+        weight_decay: AdamW weight decay in [0, 100] (not applied to norms, biases,
+            embeddings' exemptions).
         betas: AdamW (beta1, beta2), each in [0, 1).
-        eps: AdamW epsilon.
+        eps: AdamW epsilon, in (0, 1].
         warmup_steps: linear warmup length in steps; None: 10% of steps.
         min_lr_ratio: the cosine schedule ends at lr * min_lr_ratio.
         grad_clip: max global gradient norm; None: no clipping.
