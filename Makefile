@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# Install torch only when none is importable: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,plot,hf,eval,gpu]"
+	$(BIN)/pip install --quiet -e ".[dev,plot,data,log,hf,eval,gpu]"
 	touch $(STAMP)
 
 setup: $(STAMP)

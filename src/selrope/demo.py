@@ -11,28 +11,32 @@ the same model and training settings; only the rotary embedding changes.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from pathlib import Path
 
-from selrope.experiments import RunSpec, check_grid, grid_specs, run_grid
-from selrope.training import format_table, write_results
+from selrope.experiments import check_grid, format_table, grid_runs, run_grid, write_results
 
 DEMO_SEEDS = [0, 1]
 DEMO_ROTARIES = ["nope", "rope", "selective"]
-DEMO_SPEC = RunSpec(
-    task="state_tracking",
-    mixer="gla",
-    rotary="selective",
-    task_params={
+# The demo's run, as the sections of ``selrope.experiments.build_run`` (the flags' values).
+DEMO_RUN = {
+    "run": {
+        "task": "state_tracking",
+        "mixer": "gla",
+        "rotary": "selective",
+        "rotary_options": {"selective": {"projection": "full-rank"}},
+        "out": "runs/demo",
+    },
+    "task": {
         "group": "Z2",
         "train_len": 64,
         "test_lens": [64, 256, 512],
         "num_train": 10000,
         "num_test": 200,
     },
-    rotary_options={"selective": {"projection": "full-rank"}},
-    model={"d_model": 64, "n_layers": 1, "n_heads": 4, "mlp_ratio": 0, "tie_pair_decay": True},
-    train={
+    "model": {"d_model": 64, "n_layers": 1, "n_heads": 4, "mlp_ratio": 0},
+    "mixer": {"tie_pair_decay": True},
+    "train": {
         "steps": 2000,
         "batch_size": 32,
         "lr": 3e-3,
@@ -40,7 +44,7 @@ DEMO_SPEC = RunSpec(
         "eval_every": 500,
         "precision": "fp32",
     },
-)
+}
 
 
 def run_demo(
@@ -50,11 +54,12 @@ def run_demo(
 
     ``overwrite``: replace the files of an earlier demo in ``out_dir`` (else it must be empty).
     """
-    base = dataclasses.replace(DEMO_SPEC, overwrite=overwrite)
-    specs = grid_specs(base, ["gla"], DEMO_ROTARIES, DEMO_SEEDS, str(out_dir))
-    check_grid(str(out_dir), specs)
-    print(f"selrope demo: parity (Z2), 1-layer GLA, {len(specs)} runs -> {out_dir}", flush=True)
-    rows = run_grid(specs, workers)
+    base = copy.deepcopy(DEMO_RUN)
+    base["run"]["overwrite"] = overwrite
+    runs = grid_runs(base, ["gla"], DEMO_ROTARIES, DEMO_SEEDS, str(out_dir))
+    check_grid(str(out_dir), runs)
+    print(f"selrope demo: parity (Z2), 1-layer GLA, {len(runs)} runs -> {out_dir}", flush=True)
+    rows = run_grid(runs, workers)
     write_results(rows, out_dir)
     print(format_table(rows))
     print(

@@ -29,7 +29,7 @@ def random_parity_model(seed: int = 0, **overrides) -> LanguageModel:
         **overrides,
     }
     torch.manual_seed(seed)
-    model = LanguageModel(LMConfig(**options))
+    model = LanguageModel(LMConfig.from_dict(dict(**options)))
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from selrope import cli
 from selrope.analysis.report import read_sections, write_section
+from selrope.cli import main as cli_main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run(*argv: str) -> None:
-    cli.main(["analyze", *argv])
+    cli_main(["analyze", *argv])
 
 
 def assert_pngs(folder: Path, *names: str) -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from selrope import cli
 from selrope.analysis.report import read_sections
 from selrope.analysis.rotation import model_rotation, pair_rotation, window_starts
+from selrope.cli import main as cli_main
 from selrope.data import load_split, prepare_corpus
 from selrope.models import LanguageModel, LMConfig
 from selrope.rotary import SELECTIVE_LM_RECIPE, build_rotary
@@ -108,7 +108,7 @@ def test_command_writes_a_table_and_figure(corpus: Path, tmp_path: Path) -> None
         _save(tmp_path / "nope", {"type": "nope"}),
     ]
     out = tmp_path / "out"
-    cli.main(
+    cli_main(
         ["analyze", "rotation", "--out", str(out), "--data", str(corpus), "--windows", "4",
          "--checkpoint", ",".join(map(str, runs))]
     )  # fmt: skip
@@ -140,7 +140,7 @@ def test_bad_arguments_are_one_line_errors(
     names = {"C": str(corpus), "R": str(run), "V": str(other), "MISSING": str(tmp_path / "missing")}
     argv = [names.get(a, a) for a in argv]
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["analyze", "rotation", "--out", str(tmp_path / "out"), *argv])
+        cli_main(["analyze", "rotation", "--out", str(tmp_path / "out"), *argv])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert (
@@ -151,5 +151,26 @@ def test_bad_arguments_are_one_line_errors(
 
 def test_rotation_options_are_refused_elsewhere(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
-        cli.main(["analyze", "rff", "--out", str(tmp_path), "--data", "x"])
+        cli_main(["analyze", "rff", "--out", str(tmp_path), "--data", "x"])
     assert "--data applies to rotation only" in capsys.readouterr().err
+
+
+def test_a_corpus_with_another_tokenizer_is_refused(corpus: Path, tmp_path: Path, capsys) -> None:
+    run = _save(tmp_path / "run", {"type": "rope"})
+    saved = json.loads((corpus / "tokenizer.json").read_text())
+    saved["normalizer"] = {"type": "Lowercase"}  # same vocabulary, another tokenizer
+    (run / "model" / "tokenizer.json").write_text(json.dumps(saved))
+    out = tmp_path / "out"
+    argv = ["analyze", "rotation", "--out", str(out), "--data", str(corpus), "--windows", "2"]
+    argv += ["--window", "16"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*argv, "--checkpoint", str(run)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"selrope: error: --data {corpus}: its tokenizer.json (sha256 ")
+    assert f"saved beside the model in {run / 'model'}" in err and err.count("\n") == 1
+    assert not out.exists()
+    # The corpus' own tokenizer beside the model: the analysis runs.
+    (run / "model" / "tokenizer.json").write_bytes((corpus / "tokenizer.json").read_bytes())
+    cli_main([*argv, "--checkpoint", str(run)])
+    assert (out / "rotation.png").is_file()

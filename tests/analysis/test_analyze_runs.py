@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from selrope import cli
 from selrope.analysis.report import read_sections
 from selrope.analysis.training_runs import (
     assign_variants,
@@ -16,6 +15,7 @@ from selrope.analysis.training_runs import (
     flatten,
     variant_table,
 )
+from selrope.cli import main as cli_main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -133,7 +133,7 @@ def test_command_writes_the_table_and_the_curves(tmp_path: Path) -> None:
             write_run(grid / f"lr{lr}-{seed}", rotary="selective", seed=seed, lr=lr,
                       train_accuracies=[0.1, 0.3 * (seed + 1)], final={64: 0.1 * seed})  # fmt: skip
     out = tmp_path / "out"
-    cli.main(
+    cli_main(
         ["analyze", "runs", "--runs", str(grid), "--out", str(out), "--escape-accuracy", "0.6"]
     )
     figure = (out / "runs_training.png").read_bytes()
@@ -146,7 +146,7 @@ def test_command_writes_the_table_and_the_curves(tmp_path: Path) -> None:
 
 
 def test_a_real_compare_grid_is_read(tmp_path: Path) -> None:
-    cli.main(["compare", "--task", "state_tracking", "--group", "Z2", "--train-len", "8",
+    cli_main(["compare", "--task", "state_tracking", "--group", "Z2", "--train-len", "8",
               "--test-lens", "8,16", "--num-train", "64", "--num-test", "16", "--d-model", "16",
               "--n-layers", "1", "--n-heads", "2", "--steps", "4", "--batch-size", "16",
               "--eval-every", "2", "--log-every", "1", "--rotaries", "nope,rope", "--seeds", "0,1",
@@ -178,7 +178,7 @@ def test_bad_arguments_are_one_line_errors(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "EMPTY").mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["analyze", *argv])
+        cli_main(["analyze", *argv])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("selrope: error: ") and message in err

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 
 import pytest
 
-from selrope import cli, demo
-from selrope.experiments import RunSpec, rotary_preset, run_one
-from selrope.options import all_options
+from selrope import demo
+from selrope.cli import main
+from selrope.cli.train import parse_options
+from selrope.experiments import all_options, rotary_preset, run_one, sort_options
+from selrope.tasks import task_spec
 
 TINY = [
     "--task", "state_tracking", "--group", "Z2", "--train-len", "8", "--test-lens", "8,16",
@@ -32,41 +34,76 @@ def test_options_parse_their_field_types(name: str, text: str, value) -> None:
     assert option.parse(text, option.flag) == value
 
 
-def test_options_are_sorted_into_task_model_and_training() -> None:
-    spec = cli.spec_from_options(
-        cli.parse_options(
-            "train", [*TINY, "--mixer", "gdn", "--seed", "3", "--rotary", "rope", "--out", "x"]
-        )
-    )
-    assert spec.task_params == {
+def test_options_are_sorted_into_task_model_mixer_and_training() -> None:
+    argv = [*TINY, "--mixer", "gdn", "--seed", "3", "--rotary", "rope", "--out", "x",
+            "--expand-k", "0.5"]  # fmt: skip
+    sections = sort_options(parse_options("train", argv))
+    assert sections["task"] == {
         "group": "Z2",
         "train_len": 8,
         "test_lens": [8, 16],
         "num_train": 64,
         "num_test": 16,
     }
-    assert spec.model == {"d_model": 16, "n_layers": 1, "n_heads": 2}
-    assert spec.train == {"steps": 4, "batch_size": 16, "eval_every": 2}
-    assert (spec.mixer, spec.rotary, spec.seed, spec.out_dir) == ("gdn", "rope", 3, "x")
+    assert sections["model"] == {"d_model": 16, "n_layers": 1, "n_heads": 2}
+    assert sections["mixer"] == {"expand_k": 0.5}
+    assert sections["train"] == {"steps": 4, "batch_size": 16, "eval_every": 2}
+    run = sections["run"]
+    assert (run["mixer"], run["rotary"], run["seed"], run["out"]) == ("gdn", "rope", 3, "x")
 
 
-def test_config_file_is_read_and_flags_win(tmp_path) -> None:
-    config = tmp_path / "run.yaml"
-    config.write_text("task: state_tracking\ngroup: S3\nlr: 0.01\nd_model: 32\n")
-    spec = cli.spec_from_options(
-        cli.parse_options("train", ["--config", str(config), "--lr", "0.02"])
-    )
-    assert spec.task_params["group"] == "S3"
-    assert spec.train["lr"] == 0.02 and spec.model["d_model"] == 32
+def test_config_files_merge_in_order_and_flags_win(tmp_path) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.json"
+    first.write_text("task: state_tracking\ngroup: S3\nlr: 0.01\nd_model: 32\n")
+    second.write_text(json.dumps({"model": {"d_model": 48}, "train": {"steps": 7}}))
+    argv = ["--config", str(first), "--config", str(second), "--lr", "0.02"]
+    sections = sort_options(parse_options("train", argv))
+    assert sections["task"]["group"] == "S3"
+    assert sections["train"] == {"lr": 0.02, "steps": 7} and sections["model"]["d_model"] == 48
 
 
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(ValueError, match="unrecognized arguments: --not-an-option"):
-        cli.parse_options("train", [*TINY, "--not-an-option", "1"])
+        parse_options("train", [*TINY, "--not-an-option", "1"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--mixer", "attention", "--expand-k", "2"],
+      "--expand-k does not apply to --mixer attention .it is an option of gla, gdn."),
+     (["--mixer", "gdn", "--tie-pair-decay", "true"], "--tie-pair-decay does not apply"),
+     (["--mixer", "gla", "--forget-bias-init", "1"], "--forget-bias-init does not apply")],
+)  # fmt: skip
+def test_a_mixer_option_of_another_mixer_is_refused(tmp_path, capsys, argv, message) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", *TINY, *argv, "--out", str(tmp_path / "run")])
+    assert stopped.value.code == 2 and not (tmp_path / "run").exists()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and __import__("re").search(message, err)
+
+
+def test_every_option_has_help_from_plain_data() -> None:
+    for task in ("state_tracking", "mqar", "copying", "lm", "mad_fuzzy_recall"):
+        for option in all_options("train", task).values():
+            assert option.help, option.name
+    assert "embeddings included" in all_options("train", "lm")["weight_decay"].help
+
+
+def test_run_json_reproduces_the_run_as_a_config_file(tmp_path) -> None:
+    main(["train", *TINY, "--mixer", "gla", "--tie-pair-decay", "true", "--out",
+          str(tmp_path / "a")])  # fmt: skip
+    record = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert record["model"]["mixer"]["kind"] == "gla" and record["model"]["mixer"]["tie_pair_decay"]
+    main(["train", "--config", str(tmp_path / "a" / "run.json"), "--out", str(tmp_path / "b")])
+    again = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert again["model"] == record["model"] and again["task"] == record["task"]
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "a" / "metrics.jsonl").open()]
+    again_losses = [json.loads(line)["loss"] for line in (tmp_path / "b" / "metrics.jsonl").open()]
+    assert losses == again_losses
 
 
 def test_train_command_writes_results(tmp_path, capsys) -> None:
-    cli.main(["train", *TINY, "--mixer", "gla", "--rotary", "selective", "--out", str(tmp_path)])
+    main(["train", *TINY, "--mixer", "gla", "--rotary", "selective", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "results.json").read_text())
     assert [r["test_len"] for r in rows] == [8, 16]
     for row in rows:
@@ -83,16 +120,16 @@ def test_train_command_writes_results(tmp_path, capsys) -> None:
 
 
 def test_train_command_trains_fox(tmp_path) -> None:
-    cli.main(["train", *TINY, "--mixer", "fox", "--rotary", "rope", "--forget-bias-init", "2",
+    main(["train", *TINY, "--mixer", "fox", "--rotary", "rope", "--forget-bias-init", "2",
               "--out", str(tmp_path)])  # fmt: skip
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {row["mixer"] for row in rows} == {"fox"}
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert (config["mixer"], config["forget_bias_init"]) == ("fox", 2.0)
+    assert config["mixer"] == {"kind": "fox", "forget_bias_init": 2.0}
 
 
 def test_compare_runs_the_grid(tmp_path) -> None:
-    cli.main(["compare", *TINY, "--mixers", "gla,attention", "--rotaries", "nope,selective",
+    main(["compare", *TINY, "--mixers", "gla,attention", "--rotaries", "nope,selective",
               "--seeds", "0,1", "--workers", "1", "--out", str(tmp_path)])  # fmt: skip
     rows = json.loads((tmp_path / "results.json").read_text())
     variants = {(r["mixer"], r["rotary"], r["seed"]) for r in rows}
@@ -102,12 +139,16 @@ def test_compare_runs_the_grid(tmp_path) -> None:
 
 
 def test_resume_continues_a_finished_run(tmp_path) -> None:
-    spec = RunSpec(task="state_tracking", mixer="gla", rotary="rope", out_dir=str(tmp_path),
-                   task_params={"train_len": 8, "test_lens": [8], "num_train": 64, "num_test": 16},
-                   model={"d_model": 16, "n_layers": 1, "n_heads": 2},
-                   train={"steps": 4, "batch_size": 16, "eval_every": 2})  # fmt: skip
-    first = run_one(spec, progress=False)
-    again = run_one(dataclasses.replace(spec, resume=True), progress=False)
+    run = {
+        "run": {"task": "state_tracking", "mixer": "gla", "rotary": "rope", "out": str(tmp_path)},
+        "task": {"train_len": 8, "test_lens": [8], "num_train": 64, "num_test": 16},
+        "model": {"d_model": 16, "n_layers": 1, "n_heads": 2},
+        "train": {"steps": 4, "batch_size": 16, "eval_every": 2},
+    }
+    first = run_one(run, progress=False)
+    resumed = copy.deepcopy(run)
+    resumed["run"]["resume"] = True
+    again = run_one(resumed, progress=False)
     final = json.loads((tmp_path / "final_metrics.json").read_text())
     assert final["train_loss"] is not None  # the resumed finished run keeps its last loss
     assert [r["accuracy"] for r in first] == [r["accuracy"] for r in again]
@@ -115,27 +156,33 @@ def test_resume_continues_a_finished_run(tmp_path) -> None:
 
 
 def test_rotary_presets_follow_the_task() -> None:
-    assert rotary_preset("selective", "state_tracking")["theta_base"] == 1.0
-    assert rotary_preset("selective", "copying")["skip_conv"] is True
-    assert rotary_preset("rope", "mqar") == {"type": "rope", "base": 500000.0}
+    def recipe(task):
+        return task_spec(task).selective_recipe
+
+    assert rotary_preset("selective", recipe("state_tracking"))["theta_base"] == 1.0
+    assert rotary_preset("selective", recipe("copying"))["skip_conv"] is True
+    assert rotary_preset("rope", recipe("mqar")) == {"type": "rope", "base": 500000.0}
     options = {"selective": {"use_bias": True}}
-    assert rotary_preset("selective", "mqar", options) == {"type": "selective", "use_bias": True}
-    assert rotary_preset("rope", "mqar", options) == {"type": "rope", "base": 500000.0}
+    assert rotary_preset("selective", recipe("mqar"), options) == {
+        "type": "selective",
+        "use_bias": True,
+    }
+    assert rotary_preset("rope", recipe("mqar"), options) == {"type": "rope", "base": 500000.0}
     with pytest.raises(ValueError, match="rotary_options must map rotary names"):
-        rotary_preset("selective", "mqar", {"use_bias": True})
+        rotary_preset("selective", recipe("mqar"), {"use_bias": True})
     with pytest.raises(ValueError, match="rotary must be one of"):
-        rotary_preset("alibi", "mqar")
+        rotary_preset("alibi", recipe("mqar"))
 
 
 def test_demo_writes_table_json_and_plots(tmp_path, monkeypatch, capsys) -> None:
-    tiny = dataclasses.replace(
-        demo.DEMO_SPEC,
-        task_params={**demo.DEMO_SPEC.task_params, "train_len": 8, "test_lens": [8, 16],
-                     "num_train": 64, "num_test": 16},
-        model={"d_model": 16, "n_layers": 1, "n_heads": 2},
-        train={**demo.DEMO_SPEC.train, "steps": 2, "batch_size": 16, "eval_every": 2},
-    )  # fmt: skip
-    monkeypatch.setattr(demo, "DEMO_SPEC", tiny)
+    tiny = {
+        **demo.DEMO_RUN,
+        "task": {**demo.DEMO_RUN["task"], "train_len": 8, "test_lens": [8, 16],
+                 "num_train": 64, "num_test": 16},
+        "model": {"d_model": 16, "n_layers": 1, "n_heads": 2},
+        "train": {**demo.DEMO_RUN["train"], "steps": 2, "batch_size": 16, "eval_every": 2},
+    }  # fmt: skip
+    monkeypatch.setattr(demo, "DEMO_RUN", tiny)
     rows = demo.run_demo(tmp_path, workers=1)
     assert {r["rotary"] for r in rows} == set(demo.DEMO_ROTARIES)
     assert {r["seed"] for r in rows} == set(demo.DEMO_SEEDS)
@@ -146,6 +193,6 @@ def test_demo_writes_table_json_and_plots(tmp_path, monkeypatch, capsys) -> None
 
 
 def test_theory_command_prints_both_tables(capsys) -> None:
-    cli.main(["theory"])
+    main(["theory"])
     out = capsys.readouterr().out
     assert "Softmax kernel from random rotations" in out and "Rotation kernel leakage" in out

@@ -12,9 +12,10 @@ from tokenizers.pre_tokenizers import ByteLevel
 
 from selrope.data.tokenizer import (
     EOS_TOKEN,
+    DocumentEncoder,
+    TokenizerSpec,
     byte_to_symbol,
     byte_tokenizer,
-    encode_documents,
     parse_tokenizer_spec,
     token_dtype,
     train_bpe,
@@ -70,40 +71,65 @@ def test_bpe_trains_round_trips_and_loads(tmp_path: Path) -> None:
     assert train_bpe(corpus, 300).to_str() == tokenizer.to_str()  # deterministic
 
 
+def encode(kind: str, tokenizer: Tokenizer, texts: list[str], eos_id: int) -> list[list[int]]:
+    """Each text's ids through ``DocumentEncoder``, checked to come as ``EOS ids`` per text."""
+    encoder = DocumentEncoder(kind, tokenizer.to_str(), eos_id, np.dtype(np.uint16))
+    tokens, lengths = encoder.encode(texts)
+    assert tokens.dtype == np.uint16 and lengths.tolist() == [len(t) for t in np.split(
+        tokens, np.cumsum(lengths)[:-1])]  # fmt: skip
+    starts = np.cumsum(lengths) - lengths
+    assert np.all(tokens[starts] == eos_id)
+    return [tokens[a + 1 : a + n].tolist() for a, n in zip(starts, lengths, strict=True)]
+
+
 @pytest.mark.parametrize("kind", ["byte", "bpe"])
 def test_chunked_encoding_equals_encoding_the_whole_text(kind: str) -> None:
     rng = random.Random(1)
-    texts = [*TEXTS, *(random_text(rng, 3000) for _ in range(4))]
+    texts = [*TEXTS, "", *(random_text(rng, 3000) for _ in range(4))]
     tokenizer = byte_tokenizer() if kind == "byte" else train_bpe(texts * 2, 400)
-    encoded = encode_documents(tokenizer, texts, np.dtype(np.uint16), progress=False)
-    for text, ids in zip(texts, encoded, strict=True):
-        assert ids.dtype == np.uint16
-        assert ids.tolist() == tokenizer.encode(text).ids
+    eos_id = tokenizer.token_to_id(EOS_TOKEN)
+    tokenizer.encode_special_tokens = True
+    for text, ids in zip(texts, encode(kind, tokenizer, texts, eos_id), strict=True):
+        assert ids == tokenizer.encode(text).ids
 
 
 def test_literal_eos_in_text_is_never_the_eos_id() -> None:
-    tokenizer = byte_tokenizer()
-    (ids,) = encode_documents(tokenizer, [TEXTS[3]], np.dtype(np.uint16), progress=False)
-    assert 256 not in ids.tolist()
+    (ids,) = encode("byte", byte_tokenizer(), [TEXTS[3]], 256)
+    assert 256 not in ids and bytes(ids).decode() == TEXTS[3]
+    (ids,) = encode("bpe", train_bpe(TEXTS * 3, 300), [TEXTS[3]], 0)
+    assert 0 not in ids
 
 
 @pytest.mark.parametrize(
     ("spec", "parsed"),
-    [("byte", ("byte", None)), ("bpe:257", ("bpe", 257)), ("bpe:8192", ("bpe", 8192))],
+    [
+        ("byte", TokenizerSpec("byte")),
+        ("bpe:257", TokenizerSpec("bpe", 257)),
+        ("bpe:8192", TokenizerSpec("bpe", 8192)),
+        ("bpe:1048576", TokenizerSpec("bpe", 1 << 20)),
+    ],
 )
 def test_parse_tokenizer_spec(spec: str, parsed) -> None:
     assert parse_tokenizer_spec(spec) == parsed
 
 
+def test_a_tokenizer_file_is_a_spec(tmp_path: Path) -> None:
+    byte_tokenizer().save(str(tmp_path / "tokenizer.json"))
+    spec = parse_tokenizer_spec(str(tmp_path / "tokenizer.json"))
+    assert spec == TokenizerSpec("file", path=tmp_path / "tokenizer.json")
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("bpe", "must be 'byte' or 'bpe:VOCAB'"),
-        ("bpe:", "must be 'byte' or 'bpe:VOCAB'"),
-        ("bpe:lots", "must be 'byte' or 'bpe:VOCAB'"),
-        ("wordpiece:100", "must be 'byte' or 'bpe:VOCAB'"),
+        ("bpe", "must be 'byte', 'bpe:VOCAB'"),
+        ("bpe:", "VOCAB must be an integer"),
+        ("bpe:lots", "VOCAB must be an integer"),
+        ("wordpiece:100", "must be 'byte', 'bpe:VOCAB'"),
         ("bpe:256", "VOCAB must be at least 257"),
         ("bpe:0", "VOCAB must be at least 257"),
+        ("bpe:99999999999", "and at most 1048576"),
+        ("missing/tokenizer.json", "no such tokenizer.json file"),
     ],
 )
 def test_bad_tokenizer_spec(spec: str, message: str) -> None:

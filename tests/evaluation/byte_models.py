@@ -22,15 +22,17 @@ def save_byte_run(
     (root / "docs" / "a.txt").write_text("a small corpus for the tokenizer")
     (root / "docs" / "b.txt").write_text("and a second document")
     prepare_corpus([root / "docs"], "byte", root / "data", progress=False)
-    config = LMConfig(
-        vocab_size=257,
-        d_model=16,
-        n_layers=1,
-        n_heads=2,
-        mixer=mixer,
-        rotary=rotary or {"type": "nope"},
-        chunk_size=8,
-        **overrides,
+    config = LMConfig.from_dict(
+        dict(
+            vocab_size=257,
+            d_model=16,
+            n_layers=1,
+            n_heads=2,
+            mixer=mixer,
+            rotary=rotary or {"type": "nope"},
+            chunk_size=8,
+            **overrides,
+        )
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

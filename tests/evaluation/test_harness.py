@@ -16,10 +16,15 @@ pytest.importorskip("lm_eval", reason="the eval extra (lm-eval) is not installed
 
 from byte_models import own_logprob, save_byte_run  # noqa: E402
 
+from selrope.cli import main  # noqa: E402
 from selrope.data import EOS_TOKEN  # noqa: E402
-from selrope.evaluation.command import run_eval_command  # noqa: E402
 from selrope.evaluation.harness import load_tasks, write_task_configs  # noqa: E402
 from selrope.models import LanguageModel, LMConfig  # noqa: E402
+
+
+def run_eval_command(argv: list[str]) -> None:
+    main(["eval", *argv])
+
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BLIMP_PAIRS = {

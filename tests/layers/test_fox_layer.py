@@ -23,10 +23,12 @@ def test_gates_start_near_one_in_a_language_model() -> None:
 
 
 def test_bias_init_is_configurable_and_checked() -> None:
-    model = LanguageModel(LMConfig(vocab_size=11, mixer="fox", forget_bias_init=0.0))
+    model = LanguageModel(
+        LMConfig.from_dict(dict(vocab_size=11, mixer="fox", forget_bias_init=0.0))
+    )
     assert torch.equal(model.blocks[0].mixer.forget_bias, torch.zeros(4))
     with pytest.raises(ValueError, match="forget_bias_init must be a finite float; got inf"):
-        LMConfig(vocab_size=11, mixer="fox", forget_bias_init=float("inf"))
+        LMConfig.from_dict(dict(vocab_size=11, mixer="fox", forget_bias_init=float("inf")))
     with pytest.raises(ValueError, match="forget_bias_init must be a finite float; got 'high'"):
         ForgettingAttention(32, 4, forget_bias_init="high")
 

@@ -21,14 +21,16 @@ VOCAB = 23
 
 def tiny_model(mixer: str, rotary: dict, seed: int = 0) -> LanguageModel:
     generator = torch.Generator().manual_seed(seed)
-    config = LMConfig(
-        vocab_size=VOCAB,
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        mixer=mixer,
-        rotary=rotary,
-        chunk_size=8,
+    config = LMConfig.from_dict(
+        dict(
+            vocab_size=VOCAB,
+            d_model=32,
+            n_layers=2,
+            n_heads=2,
+            mixer=mixer,
+            rotary=rotary,
+            chunk_size=8,
+        )
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

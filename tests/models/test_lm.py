@@ -101,14 +101,16 @@ def test_save_load_is_bit_exact(tmp_path, mixer: str) -> None:
 def test_tiny_model_overfits_one_batch(mixer: str) -> None:
     torch.manual_seed(0)
     model = LanguageModel(
-        LMConfig(
-            vocab_size=16,
-            d_model=32,
-            n_layers=1,
-            n_heads=2,
-            mixer=mixer,
-            rotary=ROTARIES["rope"],
-            chunk_size=16,
+        LMConfig.from_dict(
+            dict(
+                vocab_size=16,
+                d_model=32,
+                n_layers=1,
+                n_heads=2,
+                mixer=mixer,
+                rotary=ROTARIES["rope"],
+                chunk_size=16,
+            )
         )
     )
     ids = torch.randint(0, 16, (4, 17), generator=torch.Generator().manual_seed(6))
@@ -146,7 +148,7 @@ def test_lm_loss_ignores_minus_100() -> None:
 def test_bad_configs_raise(overrides: dict, message: str) -> None:
     values = {"vocab_size": 10, "d_model": 32, "n_heads": 4, **overrides}
     with pytest.raises(ValueError, match=message):
-        LMConfig(**values)
+        LMConfig.from_dict(dict(**values))
 
 
 def test_unknown_config_key_and_bad_input_ids() -> None:
@@ -202,5 +204,5 @@ def test_parameter_count_matches_the_built_model_without_allocating(mixer, rotar
     expected = sum(p.numel() for p in LanguageModel(config).parameters())
     assert parameter_count(config) == expected
     # Far beyond any machine's memory: counted on the meta device, nothing is allocated.
-    huge = dataclasses.replace(config, d_model=2**20, vocab_size=2**20, expand_k=64.0)
+    huge = dataclasses.replace(config, d_model=2**20, vocab_size=2**20)
     assert parameter_count(huge) > 2**40

@@ -20,15 +20,17 @@ def tiny_model(mixer: str, rotary: dict, seed: int = 0, **overrides) -> Language
     """A 2-layer, d 32 model (vocab 23, chunk size 8) in eval mode, every parameter moved off its
     initial value so that no path is trivially zero or identity."""
     torch.manual_seed(seed)
-    config = LMConfig(
-        vocab_size=23,
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        mixer=mixer,
-        rotary=rotary,
-        chunk_size=8,
-        **overrides,
+    config = LMConfig.from_dict(
+        dict(
+            vocab_size=23,
+            d_model=32,
+            n_layers=2,
+            n_heads=2,
+            mixer=mixer,
+            rotary=rotary,
+            chunk_size=8,
+            **overrides,
+        )
     )
     model = LanguageModel(config)
     with torch.no_grad():

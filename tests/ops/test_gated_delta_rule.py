@@ -167,7 +167,7 @@ def test_validation_names_the_argument():
         recurrent_gated_delta_rule(q, k, v, g, beta[:1])
     with pytest.raises(ValueError, match="initial_state must have shape"):
         chunk_gated_delta_rule(q, k, v, g, beta, initial_state=s0[..., :1])
-    with pytest.raises(ValueError, match="chunk_size must be positive"):
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         chunk_gated_delta_rule(q, k, v, g, beta, chunk_size=0)
     with pytest.raises(ValueError, match="beta must have shape"):
         gated_delta_rule_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta, s0)

@@ -13,6 +13,7 @@ from selrope.ops import (
     recurrent_gated_delta_rule,
     recurrent_gla,
 )
+from selrope.ops.recurrence import check_log_decay
 
 
 def _inputs(per_channel: bool, seed: int = 0):
@@ -114,3 +115,19 @@ def test_positive_or_nan_log_decays_are_refused(bad):
     ):
         with pytest.raises(ValueError, match="g must hold log decays <= 0"):
             call()
+
+
+def test_the_decay_check_reads_nothing_back_off_the_cpu():
+    # On the meta device any host read (bool(), .item()) raises: the check must run on the
+    # device there, as on CUDA, instead of syncing once per chunked call.
+    g = (-torch.rand(2, 5, 2, 4)).to("meta")
+    assert check_log_decay("g", g) is False
+    assert check_log_decay("g", g, exact_resets=True) is False
+    # On the CPU the host check stays, with its ValueError and the reset detection.
+    cpu = -torch.rand(2, 5, 2, 4)
+    assert check_log_decay("g", cpu) is False
+    cpu[0, 1, 0, 0] = -torch.inf
+    assert check_log_decay("g", cpu) is True
+    cpu[0, 2, 0, 0] = 0.5
+    with pytest.raises(ValueError, match="g must hold log decays <= 0"):
+        check_log_decay("g", cpu)

@@ -115,11 +115,11 @@ def test_conv_init_std_sets_the_conv_weights_scale(std):
 
 
 def test_module_level_errors():
-    with pytest.raises(ValueError, match="model_dim must be divisible by num_heads"):
+    with pytest.raises(ValueError, match="n_heads must divide model_dim"):
         SelectiveRoPE(3, 8, 16)
     with pytest.raises(ValueError, match="head_dim must be even"):
         SelectiveRoPE(2, 7, 16)
-    with pytest.raises(ValueError, match="head_dim must be even and >= 4 for rfa"):
+    with pytest.raises(ValueError, match="head_dim for rfa frequencies must be even and >= 4"):
         SelectiveRoPE(2, 2, 16, SelectiveRoPEConfig(frequencies="rfa"))
     with pytest.raises(TypeError, match="config must be a dict"):
         build_rotary("rope", **DIMS)

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     from selrope.training import TrainConfig, train
 
     torch.manual_seed(0)
-    model = LanguageModel(LMConfig(**{model_config!r}))
+    model = LanguageModel(LMConfig.from_dict(dict(**{model_config!r})))
     config = TrainConfig(**{train_config!r})
     train(model, build_task("state_tracking", **{task!r}), config, progress=False)
     """
@@ -63,7 +63,7 @@ def logged_losses(out_dir: Path) -> list[float]:
 
 def train_here(out_dir: Path, **overrides) -> list[float]:
     torch.manual_seed(0)
-    model = LanguageModel(LMConfig(**MODEL))
+    model = LanguageModel(LMConfig.from_dict(dict(**MODEL)))
     task = build_task("state_tracking", **TASK)
     train(model, task, TrainConfig(**train_config(out_dir, **overrides)), progress=False)
     return logged_losses(out_dir)

@@ -186,3 +186,41 @@ def test_tied_weights_are_stored_once(tmp_path):
     save_weights(model, tmp_path / "w.safetensors")
     with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
         assert sorted(f.keys()) == ["embed.weight", "norm.bias", "norm.weight"]
+
+
+class NotTensorData:
+    """A class a weights-only load must refuse to unpickle."""
+
+
+@pytest.mark.parametrize("content", ["object", "truncated", "not torch", "list"])
+def test_a_state_file_that_is_not_weights_only_data_is_a_one_line_error(tmp_path, content):
+    model, opt = trained()
+    path = save_checkpoint(tmp_path, 2, model, opt)
+    state_file = path / STATE_FILE
+    if content == "object":
+        torch.save({"step": 2, "thing": NotTensorData()}, state_file)
+        expected = "not a weights-only file: it holds objects other than tensors and plain data"
+    elif content == "truncated":
+        state_file.write_bytes(state_file.read_bytes()[:100])
+        expected = "not a readable checkpoint state ("
+    elif content == "not torch":
+        state_file.write_bytes(b"")
+        expected = "not a readable checkpoint state ("
+    else:
+        torch.save([1, 2], state_file)
+        expected = "expected the dict (step, optimizer, rng, ...) that save_checkpoint writes"
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(path, Tied(), torch.optim.AdamW(Tied().parameters()))
+    message = str(info.value)
+    assert message.startswith(f"{state_file}: ") and expected in message
+    assert "\n" not in message
+
+
+def test_truncated_checkpoint_weights_are_a_one_line_error(tmp_path):
+    model, opt = trained()
+    path = save_checkpoint(tmp_path, 2, model, opt)
+    weights = path / MODEL_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a complete safetensors file") as info:
+        load_checkpoint(path, Tied())
+    assert str(info.value).startswith(f"{weights}: ") and "\n" not in str(info.value)

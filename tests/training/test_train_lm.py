@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from selrope.data import prepare_corpus
 from selrope.models import LanguageModel, LMConfig
 from selrope.rotary import SELECTIVE_LM_RECIPE
 from selrope.tasks import build_task
+from selrope.tasks.language_modeling import CorpusWindows
 from selrope.training import TrainConfig, read_metrics, train
 
 TEXTS = [
@@ -53,14 +55,16 @@ class KilledAfter(LanguageModel):
 
 
 def model_config(vocab_size: int) -> LMConfig:
-    return LMConfig(
-        vocab_size=vocab_size,
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        mixer=["gla", "attention"],
-        rotary=dict(SELECTIVE_LM_RECIPE),
-        chunk_size=16,
+    return LMConfig.from_dict(
+        dict(
+            vocab_size=vocab_size,
+            d_model=32,
+            n_layers=2,
+            n_heads=2,
+            mixer=["gla", "attention"],
+            rotary=dict(SELECTIVE_LM_RECIPE),
+            chunk_size=16,
+        )
     )
 
 
@@ -137,3 +141,79 @@ def test_cli_trains_a_language_model_and_saves_the_tokenizer(corpus, tmp_path, c
     assert (out / "model" / "tokenizer.json").is_file()
     reloaded = LanguageModel.from_pretrained(out / "model")
     assert reloaded.config.vocab_size == 257
+
+
+def write_llmc_shard(path, tokens) -> None:
+    """A shard as a few lines of numpy write one in llm.c's format (uint16 tokens)."""
+    header = np.zeros(256, dtype=np.int32)
+    header[:3] = (20240520, 1, len(tokens))
+    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
+
+
+TINY_LM = ["--seq-len", "16", "--mixer", "gla", "--rotary", "rope", "--d-model", "16",
+           "--n-layers", "1", "--n-heads", "2", "--batch-size", "2", "--val-tokens", "32",
+           "--log-every", "1"]  # fmt: skip
+
+
+def train_losses(out) -> list[float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if row["split"] == "train"]
+
+
+def test_llmc_shards_written_by_numpy_train_from_the_command_line(tmp_path):
+    rng = np.random.default_rng(0)
+    eos = 50  # a 64-token vocabulary with no tokenizer.json beside the shards
+    documents = [rng.integers(0, 50, rng.integers(5, 40)) for _ in range(60)]
+    stream = np.concatenate([np.concatenate([[eos], d]) for d in documents])
+    data = tmp_path / "shards"
+    data.mkdir()
+    write_llmc_shard(data / "fineweb_val_000000.bin", stream[:200])
+    write_llmc_shard(data / "fineweb_train_000001.bin", stream[200:700])
+    write_llmc_shard(data / "fineweb_train_000002.bin", stream[700:])
+    out = tmp_path / "run"
+    argv = ["train", "--task", "lm", "--data", str(data), *TINY_LM, "--steps", "3"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--out", str(out)])
+    assert exit_.value.code == 2 and not out.exists()  # no tokenizer.json: refused up front
+    main([*argv, "--vocab-size", "64", "--eos-id", str(eos), "--out", str(out)])
+    losses = train_losses(out)
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert LanguageModel.from_pretrained(out / "model").config.vocab_size == 64
+
+
+class Killed(BaseException):
+    """Stands in for the process being killed (no handler catches it)."""
+
+
+def test_a_killed_run_on_sharded_data_resumes_to_the_same_losses(tmp_path, monkeypatch):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i, text in enumerate(TEXTS * 3):
+        (folder / f"book{i}.txt").write_text(text)
+    corpus = tmp_path / "corpus"
+    prepare_corpus([folder], "byte", corpus, val_documents=["book1.txt"], shard_tokens=100,
+                   progress=False)  # fmt: skip
+    assert len(list(corpus.glob("train_*.bin"))) > 5
+    argv = ["train", "--task", "lm", "--data", str(corpus), *TINY_LM, "--steps", "5",
+            "--checkpoint-every", "2"]  # fmt: skip
+    main([*argv, "--out", str(tmp_path / "straight")])
+    expected = train_losses(tmp_path / "straight")
+    assert len(expected) == 5
+
+    real_rows = CorpusWindows.rows
+    train_calls = []
+
+    def rows_then_die(self, indices):
+        if self.split.doc_starts.size > 3:  # the train split (val is one book)
+            train_calls.append(len(indices))
+            if len(train_calls) == 4:  # the batch of step 4, after the checkpoint of step 2
+                raise Killed
+        return real_rows(self, indices)
+
+    monkeypatch.setattr(CorpusWindows, "rows", rows_then_die)
+    with pytest.raises(Killed):
+        main([*argv, "--out", str(tmp_path / "run")])
+    monkeypatch.undo()
+    main([*argv, "--out", str(tmp_path / "run"), "--resume"])
+    assert train_losses(tmp_path / "run")[-3:] == expected[-3:]
+    assert train_losses(tmp_path / "run") == expected

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
-from selrope.demo import DEMO_SPEC
-from selrope.evaluation.runs import model_directory
+from selrope.demo import DEMO_RUN
 from selrope.experiments import run_one
 from selrope.models import LanguageModel
+from selrope.models.io import model_directory
 from selrope.tasks import build_task
 from selrope.tasks.base import as_batch_source
 from selrope.training import evaluate
@@ -22,18 +21,23 @@ TEST_LENGTHS = (64, 256)
 DEFAULT_STEPS = 1000
 # The demo's model and data (1-layer GLA, d 64, 4 heads, tied pair decays, no MLP, full-rank
 # Selective RoPE with the state-tracking recipe), trained for DEFAULT_STEPS on the CPU.
-PARITY_SPEC = dataclasses.replace(
-    DEMO_SPEC,
-    task_params={**DEMO_SPEC.task_params, "test_lens": list(TEST_LENGTHS)},
-    train={**DEMO_SPEC.train, "steps": DEFAULT_STEPS, "eval_every": DEFAULT_STEPS, "device": "cpu"},
-)
-TEST_WORDS = PARITY_SPEC.task_params["num_test"]
+PARITY_RUN = {
+    **DEMO_RUN,
+    "task": {**DEMO_RUN["task"], "test_lens": list(TEST_LENGTHS)},
+    "train": {
+        **DEMO_RUN["train"],
+        "steps": DEFAULT_STEPS,
+        "eval_every": DEFAULT_STEPS,
+        "device": "cpu",
+    },
+}
+TEST_WORDS = PARITY_RUN["task"]["num_test"]
 
 
 def train_parity_model(
     out_dir: Path, seed: int, steps: int = DEFAULT_STEPS
 ) -> tuple[LanguageModel, dict[int, float]]:
-    """Train ``PARITY_SPEC`` with ``seed`` for ``steps`` into the run folder ``out_dir``
+    """Train ``PARITY_RUN`` with ``seed`` for ``steps`` into the run folder ``out_dir``
     (replacing an earlier run there).
 
     Returns:
@@ -42,14 +46,12 @@ def train_parity_model(
     """
     if steps < 1:
         raise ValueError(f"--steps must be a positive integer; got {steps}")
-    spec = dataclasses.replace(
-        PARITY_SPEC,
-        seed=seed,
-        out_dir=str(out_dir),
-        overwrite=True,
-        train={**PARITY_SPEC.train, "steps": steps, "eval_every": steps},
-    )
-    rows = run_one(spec, progress=False)
+    run = {
+        **PARITY_RUN,
+        "run": {**PARITY_RUN["run"], "seed": seed, "out": str(out_dir), "overwrite": True},
+        "train": {**PARITY_RUN["train"], "steps": steps, "eval_every": steps},
+    }
+    rows = run_one(run, progress=False)
     accuracy = {row["test_len"]: row["sequence_accuracy"] for row in rows}
     return LanguageModel.from_pretrained(out_dir / "model").eval(), accuracy
 
@@ -73,14 +75,14 @@ def parity_test_sets(
     seed: int, num_words: int = TEST_WORDS
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """``{length: (inputs, targets)}``, each ``(num_words, length + 1)`` with BOS first: the
-    test words a ``PARITY_SPEC`` run of this seed is evaluated on (the same random streams;
+    test words a ``PARITY_RUN`` run of this seed is evaluated on (the same random streams;
     a run also redraws any test word equal to one of its 10,000 training words, which at
     2^64 possible words does not happen in practice)."""
     data = build_task(
         "state_tracking",
         seed=seed,
         group="Z2",
-        train_len=PARITY_SPEC.task_params["train_len"],
+        train_len=PARITY_RUN["task"]["train_len"],
         test_lens=list(TEST_LENGTHS),
         num_train=1,
         num_test=num_words,
@@ -104,9 +106,10 @@ def describe_model(model: LanguageModel, source: str, accuracy: dict[int, float]
     """One markdown paragraph: where the model comes from, its shape and its parity accuracy."""
     config = model.config
     rotary = config.rotary
+    tied = config.layer_mixer_configs()[0].to_dict().get("tie_pair_decay")
     shape = (
         f"{config.n_layers}-layer {'/'.join(dict.fromkeys(config.layer_mixers()))}, d "
-        f"{config.d_model}, {config.n_heads} heads, tie_pair_decay {config.tie_pair_decay}, "
+        f"{config.d_model}, {config.n_heads} heads, tie_pair_decay {tied}, "
         f"mlp_ratio {config.mlp_ratio:g}; rotary {rotary.get('type')} "
         f"({rotary.get('projection', '-')} projection, frequencies {rotary.get('frequencies', '-')}"
         f", theta_base {rotary.get('theta_base', '-')})"

@@ -29,7 +29,22 @@ from selrope.analysis.plots import new_figure, save_figure
 from selrope.analysis.report import Section
 from selrope.training.metrics import read_metrics
 
-NOT_VARIANT_KEYS = ("seed", "out_dir", "resume", "start_if_missing", "overwrite")
+NOT_VARIANT_KEYS = (
+    "seed",
+    "out_dir",
+    "resume",
+    "start_if_missing",
+    "overwrite",
+    "run.",
+    "train.seed",
+    "train.out_dir",
+    # run.json: the position's resolved rotary config and absolute embedding follow from
+    # "rotary" (the position); the data's fingerprint from the data folder.
+    "model.rotary.",
+    "model.absolute_position",
+    "data_fingerprint",
+)
+RECORD_FILES = ("run.json", "spec.json")  # the run's record; spec.json before run.json
 DEFAULT = "default"  # a variant's value of a field its spec does not set
 FIGURE_FILE = "runs_training.png"
 
@@ -46,7 +61,7 @@ class TrainingRun:
 
     @property
     def seed(self) -> Any:
-        return self.spec.get("seed")
+        return self.spec.get("seed", self.spec.get("run.seed"))
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -63,6 +78,22 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _spec_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A run's record flattened, the position named "rotary" in both formats."""
+    flat = flatten(record)
+    if "position" in flat:
+        flat["rotary"] = flat.pop("position")
+    return flat
+
+
+def _record(folder: Path) -> Path | None:
+    """The run's record file in ``folder`` (run.json, or an older release's spec.json)."""
+    for name in RECORD_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def find_runs(folders: Iterable[str | Path]) -> list[TrainingRun]:
     """Every run under ``folders`` (a folder that holds ``spec.json`` and ``metrics.jsonl``, or
     such folders one level down), sorted by path within each folder.
@@ -75,22 +106,20 @@ def find_runs(folders: Iterable[str | Path]) -> list[TrainingRun]:
         folder = Path(folder)
         if not folder.is_dir():
             raise ValueError(f"--runs {folder}: not a folder")
-        candidates = [folder] if (folder / "spec.json").is_file() else sorted(folder.iterdir())
+        candidates = [folder] if _record(folder) else sorted(folder.iterdir())
         found = [
-            path
-            for path in candidates
-            if (path / "spec.json").is_file() and (path / "metrics.jsonl").is_file()
+            path for path in candidates if _record(path) and (path / "metrics.jsonl").is_file()
         ]
         if not found:
             raise ValueError(
-                f"--runs {folder}: no run folders (spec.json + metrics.jsonl) in it or below it"
+                f"--runs {folder}: no run folders (run.json + metrics.jsonl) in it or below it"
             )
         for path in found:
             final_file = path / "final_metrics.json"
             runs.append(
                 TrainingRun(
                     path=path,
-                    spec=flatten(json.loads((path / "spec.json").read_text())),
+                    spec=_spec_of(json.loads(_record(path).read_text())),
                     rows=read_metrics(path),
                     final=json.loads(final_file.read_text()) if final_file.is_file() else None,
                 )

@@ -1,50 +1,82 @@
-"""Byte-level tokenizers as Hugging Face ``tokenizers.Tokenizer`` objects, and batch encoding.
+"""Tokenizers of a corpus, all Hugging Face ``tokenizers`` files, and encoding batches of documents.
 
-Two kinds, both saved as a plain ``tokenizer.json`` that ``Tokenizer.from_file`` (and
-``transformers.PreTrainedTokenizerFast(tokenizer_file=...)``) load unchanged:
+Three kinds (``--tokenizer``), each saved in the corpus as a plain ``tokenizer.json`` that
+``Tokenizer.from_file`` (and ``transformers.PreTrainedTokenizerFast(tokenizer_file=...)``) loads:
 
-- ``byte``: id == byte value (0..255) plus ``<|endoftext|>`` = 256; nothing trained.
-- ``bpe:N``: byte-level BPE with N tokens (``<|endoftext|>`` = 0), trained here.
+- ``byte``: id == byte value (0..255) plus ``<|endoftext|>`` = 256; nothing trained. Encoded
+  here by numpy (the ids are the UTF-8 bytes), at memory speed.
+- ``bpe:N``: byte-level BPE with N tokens (``<|endoftext|>`` = 0), trained here on a sample.
+- ``PATH`` to a ``tokenizer.json`` (GPT-2, Llama, Mistral, ...): used unchanged, copied into the
+  corpus; its end-of-text token is ``--eos-token`` or the first of ``EOS_CANDIDATES`` it holds.
 
-Documents are encoded in chunks cut only where the ByteLevel pre-tokenizer always cuts, so a
-document's ids equal ``tokenizer.encode(document).ids`` while ``encode_batch`` runs in parallel.
+Every document is encoded with ``encode_special_tokens`` (a literal ``<|endoftext|>`` inside text
+is text, never the end-of-text id) and without the file's own template (no BOS is added): the
+corpus puts the end-of-text token before each document, as llm.c does. The byte-level kinds
+encode documents in chunks cut only where the ByteLevel pre-tokenizer always cuts, so a
+document's ids equal ``tokenizer.encode(document).ids`` while ``encode_batch`` runs in parallel;
+other tokenizers encode whole documents.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, trainers
 from tokenizers.pre_tokenizers import ByteLevel
-from tqdm import tqdm
 
 EOS_TOKEN = "<|endoftext|>"
+# End-of-text tokens of well-known tokenizer files, looked for in this order.
+EOS_CANDIDATES = (EOS_TOKEN, "<|end_of_text|>", "</s>", "<eos>", "<|eos|>", "[EOS]")
 MIN_BPE_VOCAB = 256 + 1  # the byte alphabet and EOS
+MAX_BPE_VOCAB = 1 << 20
 # After a newline that follows a non-space and precedes a non-space the GPT-2 split regex always
 # starts a new piece, so cutting there leaves the pieces (and the ids) of the whole text unchanged.
 CHUNK_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)")
 BATCH_CHARS = 1 << 20
 
 
-def parse_tokenizer_spec(spec: str) -> tuple[str, int | None]:
-    """``"byte"`` -> ("byte", None); ``"bpe:8192"`` -> ("bpe", 8192).
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """A parsed ``--tokenizer``: kind "byte", "bpe" (with ``vocab``) or "file" (with ``path``)."""
+
+    kind: str
+    vocab: int | None = None
+    path: Path | None = None
+
+
+def parse_tokenizer_spec(spec: str) -> TokenizerSpec:
+    """``"byte"``, ``"bpe:8192"`` or the path of a ``tokenizer.json`` file, checked.
 
     Raises:
-        ValueError: naming ``--tokenizer`` for any other text or a VOCAB below 257.
+        ValueError: naming ``--tokenizer`` for any other text, a VOCAB outside [257, 2**20], or
+            a path that is no file.
     """
     if spec == "byte":
-        return "byte", None
+        return TokenizerSpec("byte")
     kind, colon, vocab = spec.partition(":")
-    if kind != "bpe" or not colon or not vocab.isdigit():
-        raise ValueError(f"--tokenizer must be 'byte' or 'bpe:VOCAB' (e.g. bpe:8192); got {spec!r}")
-    if int(vocab) < MIN_BPE_VOCAB:
-        raise ValueError(
-            f"--tokenizer {spec}: VOCAB must be at least {MIN_BPE_VOCAB} "
-            f"(256 byte symbols + {EOS_TOKEN}); got {int(vocab)}"
-        )
-    return "bpe", int(vocab)
+    if kind == "bpe" and colon:
+        if not vocab.isdigit():
+            raise ValueError(f"--tokenizer {spec}: VOCAB must be an integer (e.g. bpe:8192)")
+        if not MIN_BPE_VOCAB <= int(vocab) <= MAX_BPE_VOCAB:
+            raise ValueError(
+                f"--tokenizer {spec}: VOCAB must be at least {MIN_BPE_VOCAB} "
+                f"(256 byte symbols + {EOS_TOKEN}) and at most {MAX_BPE_VOCAB}; got {int(vocab)}"
+            )
+        return TokenizerSpec("bpe", vocab=int(vocab))
+    path = Path(spec)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise ValueError(f"--tokenizer {spec}: no such tokenizer.json file")
+        return TokenizerSpec("file", path=path)
+    raise ValueError(
+        f"--tokenizer must be 'byte', 'bpe:VOCAB' (e.g. bpe:8192) or the path of a "
+        f"tokenizer.json; got {spec!r}"
+    )
 
 
 def byte_to_symbol() -> dict[int, str]:
@@ -89,13 +121,49 @@ def train_bpe(texts: Iterable[str], vocab_size: int, length: int | None = None) 
     return tokenizer
 
 
+def find_eos_token(tokenizer: Tokenizer, eos_token: str | None, where: str) -> tuple[str, int]:
+    """The end-of-text token of ``tokenizer`` and its id: ``eos_token`` when given, else the
+    first of ``EOS_CANDIDATES`` it holds.
+
+    Raises:
+        ValueError: naming ``--eos-token`` / ``where`` when the token is not in the vocabulary.
+    """
+    if eos_token is not None:
+        eos_id = tokenizer.token_to_id(eos_token)
+        if eos_id is None:
+            raise ValueError(f"--eos-token {eos_token!r}: no such token in {where}")
+        return eos_token, eos_id
+    for candidate in EOS_CANDIDATES:
+        eos_id = tokenizer.token_to_id(candidate)
+        if eos_id is not None:
+            return candidate, eos_id
+    raise ValueError(
+        f"{where}: no end-of-text token found (looked for {', '.join(EOS_CANDIDATES)}); "
+        "name it with --eos-token"
+    )
+
+
+def load_tokenizer_file(path: str | Path) -> Tokenizer:
+    """A ``tokenizer.json`` file, loaded; ValueError naming ``--tokenizer`` if it is not one."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"--tokenizer {path}: not a tokenizers file ({message})") from None
+
+
+def vocab_size_of(tokenizer: Tokenizer) -> int:
+    """Number of ids the tokenizer can produce: one more than its largest id."""
+    return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+
+
 def document_chunks(text: str) -> list[str]:
     """``text`` cut at newlines between two non-space characters; the chunks' ids concatenated
     equal the ids of ``text``."""
     return CHUNK_BOUNDARY.split(text)
 
 
-def chunk_stream(texts: Sequence[str]) -> Iterator[str]:
+def chunk_stream(texts: Iterable[str]) -> Iterator[str]:
     """Every chunk of every text, in order."""
     for text in texts:
         yield from document_chunks(text)
@@ -106,44 +174,83 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
-def chunk_batches(texts: Sequence[str]) -> Iterator[tuple[list[int], list[str]]]:
-    """The chunks of ``texts`` in batches of about ``BATCH_CHARS`` characters, each chunk with
-    the index of its text."""
-    owners: list[int] = []
-    chunks: list[str] = []
-    size = 0
-    for index, text in enumerate(texts):
-        for chunk in document_chunks(text):
-            owners.append(index)
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= BATCH_CHARS:
-                yield owners, chunks
-                owners, chunks, size = [], [], 0
-    if chunks:
-        yield owners, chunks
+class DocumentEncoder:
+    """Encodes batches of documents into one array ``EOS d1 EOS d2 ...`` and their lengths.
 
-
-def encode_documents(
-    tokenizer: Tokenizer, texts: Sequence[str], dtype: np.dtype, progress: bool = True
-) -> list[np.ndarray]:
-    """Token ids of each text, with ``<|endoftext|>`` inside a text encoded as plain text.
+    Picklable by its arguments, so that worker processes build their own copy.
 
     Args:
-        tokenizer: the corpus tokenizer (its ``encode_special_tokens`` is set to True).
-        texts: D documents.
-        dtype: dtype of the returned arrays (see ``token_dtype``).
-        progress: show a tqdm bar over characters.
-
-    Returns:
-        D arrays of shape (n_d,), equal to ``tokenizer.encode(text).ids``.
+        kind: "byte", "bpe" or "file" (a ``TokenizerSpec.kind``).
+        tokenizer_json: the tokenizer's ``to_str()`` (unused for "byte").
+        eos_id: the end-of-text id put before each document.
+        dtype: uint16 or uint32 token dtype.
     """
-    tokenizer.encode_special_tokens = True
-    pieces: list[list[np.ndarray]] = [[] for _ in texts]
-    total = sum(map(len, texts))
-    with tqdm(total=total, unit="char", unit_scale=True, disable=not progress) as bar:
-        for owners, chunks in chunk_batches(texts):
-            for owner, encoding in zip(owners, tokenizer.encode_batch(chunks), strict=True):
-                pieces[owner].append(np.asarray(encoding.ids, dtype=dtype))
-            bar.update(sum(map(len, chunks)))
-    return [np.concatenate(parts) for parts in pieces]
+
+    def __init__(self, kind: str, tokenizer_json: str, eos_id: int, dtype: np.dtype):
+        self.kind, self.tokenizer_json = kind, tokenizer_json
+        self.eos_id, self.dtype = eos_id, np.dtype(dtype)
+        self._tokenizer: Tokenizer | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tokenizer": None}
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+            self._tokenizer.encode_special_tokens = True
+        return self._tokenizer
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``EOS ids(t1) EOS ids(t2) ...`` ``(sum(lengths),)`` of ``dtype``, and ``lengths``
+        ``(len(texts),)`` int64: each document's token count, its EOS included. The byte kind
+        also takes the texts' UTF-8 bytes."""
+        if self.kind == "byte":
+            return self._encode_bytes(texts)
+        if self.kind == "bpe":
+            owners, chunks = [], []
+            for index, text in enumerate(texts):
+                pieces = document_chunks(text)
+                owners.extend([index] * len(pieces))
+                chunks.extend(pieces)
+        else:
+            owners, chunks = list(range(len(texts))), list(texts)
+        encodings = self.tokenizer.encode_batch(chunks, add_special_tokens=False)
+        ids: list[list[int]] = [[] for _ in texts]
+        for owner, encoding in zip(owners, encodings, strict=True):
+            ids[owner].extend(encoding.ids)
+        lengths = np.fromiter((len(document) + 1 for document in ids), np.int64, len(ids))
+        tokens = np.empty(int(lengths.sum()), dtype=self.dtype)
+        for start, document in zip(np.cumsum(lengths) - lengths, ids, strict=True):
+            tokens[start] = self.eos_id
+            tokens[start + 1 : start + 1 + len(document)] = document
+        return tokens, lengths
+
+    def _encode_bytes(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
+        encoded = [text if isinstance(text, bytes) else text.encode("utf-8") for text in texts]
+        lengths = np.fromiter((len(data) + 1 for data in encoded), np.int64, len(encoded))
+        tokens = np.empty(int(lengths.sum()), dtype=self.dtype)
+        is_eos = np.zeros(tokens.size, dtype=bool)
+        is_eos[np.cumsum(lengths) - lengths] = True
+        tokens[is_eos] = self.eos_id
+        tokens[~is_eos] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        return tokens, lengths
+
+
+_WORKER_ENCODER: DocumentEncoder | None = None  # set in tokenising worker processes only
+
+
+def worker_setup(encoder: DocumentEncoder, threads: int) -> None:
+    """Start a tokenising worker process: keep its encoder, and give HF tokenizers' thread pool
+    ``threads`` threads (before the pool first runs) so that N workers share the cores."""
+    global _WORKER_ENCODER
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
+    _WORKER_ENCODER = encoder
+
+
+def encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``DocumentEncoder.encode(texts)`` with the encoder of this worker process."""
+    if _WORKER_ENCODER is None:
+        raise RuntimeError("encode_in_worker runs only in a process started by worker_setup")
+    return _WORKER_ENCODER.encode(texts)

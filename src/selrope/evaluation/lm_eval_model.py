@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from selrope.data import EOS_TOKEN, load_tokenizer
 from selrope.evaluation.runs import load_model, model_directory
+from selrope.models.io import TOKENIZER_FILE
 
 # (context, continuation) strings, context token ids, continuation token ids: the request form
 # TemplateLM hands to _loglikelihood_tokens.
@@ -72,9 +73,9 @@ class SelropeLM(TemplateLM):
     ):
         super().__init__()
         model_dir = model_directory(pretrained)
-        if not (model_dir / "tokenizer.json").is_file():
+        if not (model_dir / TOKENIZER_FILE).is_file():
             raise ValueError(
-                f"{str(model_dir)!r} holds no tokenizer.json: lm-eval scores text, so the corpus "
+                f"{str(model_dir)!r} holds no {TOKENIZER_FILE}: lm-eval scores text, so the corpus "
                 f"tokenizer must lie beside the weights (copy it from the prepared corpus)"
             )
         self.batch_size = _positive_int("batch_size", batch_size)
@@ -86,7 +87,7 @@ class SelropeLM(TemplateLM):
         self.tokenizer = load_tokenizer(model_dir)
         self._eot_token_id = self.tokenizer.token_to_id(EOS_TOKEN)
         if self._eot_token_id is None:
-            raise ValueError(f"{str(model_dir)!r}: tokenizer.json has no {EOS_TOKEN} token")
+            raise ValueError(f"{str(model_dir)!r}: {TOKENIZER_FILE} has no {EOS_TOKEN} token")
         self.max_length = self.model.config.max_positions
         self.model_dir = model_dir
 
@@ -96,7 +97,7 @@ class SelropeLM(TemplateLM):
 
     @property
     def tokenizer_name(self) -> str:
-        return str(self.model_dir / "tokenizer.json")
+        return str(self.model_dir / TOKENIZER_FILE)
 
     def get_model_info(self) -> dict[str, Any]:
         """What lm-eval records under ``config`` in its results."""

@@ -1,7 +1,8 @@
 """Finding and loading the models to evaluate: checkpoint directories and training runs.
 
 A RUN is a directory holding ``config.json`` + ``model.safetensors`` (``save_pretrained``), or a
-training run directory holding them in ``RUN/model/`` (``selrope.experiments``).
+training run directory holding them in ``RUN/model/``. Loading itself is
+``selrope.models.io.load_pretrained``; this module adds what evaluation needs around it.
 """
 
 from __future__ import annotations
@@ -13,23 +14,11 @@ from typing import Any
 
 import torch
 
-from selrope.models.lm import CONFIG_FILE, WEIGHTS_FILE, LanguageModel, LMConfig
+from selrope.models.io import load_pretrained, model_directory, read_config
+from selrope.models.lm import LanguageModel
 from selrope.rotary import parse_rotary_config
 
-
-def model_directory(run: str | Path) -> Path:
-    """The directory holding the run's ``config.json`` and ``model.safetensors``.
-
-    Raises:
-        ValueError: neither ``run`` nor ``run/model`` holds both files.
-    """
-    run = Path(run)
-    for candidate in (run, run / "model"):
-        if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
-            return candidate
-    raise ValueError(
-        f"checkpoint {str(run)!r} holds no {CONFIG_FILE} + {WEIGHTS_FILE} (nor does its model/)"
-    )
+__all__ = ["load_model", "model_directory", "rope_scaled_rotary", "training_length"]
 
 
 def training_length(model_dir: Path) -> int | None:
@@ -44,37 +33,42 @@ def training_length(model_dir: Path) -> int | None:
     return None
 
 
+def rope_scaled_rotary(model_dir: Path, rope_scaling: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved RoPE config of ``model_dir`` with ``rope_scaling`` as its context extension.
+
+    Raises:
+        ValueError: the model's rotary type is not rope, or the scaling is invalid.
+    """
+    rotary = dict(read_config(model_dir).get("rotary", {}))
+    if rotary.get("type") != "rope":
+        raise ValueError(
+            f"--rope-scaling needs a RoPE model; {str(model_dir)!r} has rotary type "
+            f"{rotary.get('type')!r}"
+        )
+    rotary["scaling"] = dict(rope_scaling)
+    parse_rotary_config(rotary)  # validate before building the model
+    return rotary
+
+
 def load_model(
     model_dir: Path,
     device: str | torch.device = "cpu",
     rope_scaling: Mapping[str, Any] | None = None,
 ) -> LanguageModel:
-    """Load a saved model, optionally rebuilt with a RoPE context extension.
+    """Load a saved model (``load_pretrained``), optionally rebuilt with a RoPE context extension.
 
     Args:
-        model_dir: a directory written by ``LanguageModel.save_pretrained``.
+        model_dir: a directory written by ``LanguageModel.save_pretrained`` (or a run folder).
         device: where the model goes.
         rope_scaling: e.g. ``{"kind": "yarn", "factor": 8, "original_max_position": 256}``
             (see ``selrope.rotary.RoPEConfig``): RoPE's frequencies change, the weights do not.
 
     Raises:
-        ValueError: the model's rotary type is not rope while ``rope_scaling`` is given, or the
-            scaling is invalid.
+        ValueError: the loader's refusals, or ``rope_scaling`` on a model that is not RoPE.
     """
-    from safetensors.torch import load_model as load_weights
-
-    values = json.loads((model_dir / CONFIG_FILE).read_text())
-    if rope_scaling is not None:
-        rotary = dict(values.get("rotary", {}))
-        if rotary.get("type") != "rope":
-            raise ValueError(
-                f"--rope-scaling needs a RoPE model; {str(model_dir)!r} has rotary type "
-                f"{rotary.get('type')!r}"
-            )
-        rotary["scaling"] = dict(rope_scaling)
-        parse_rotary_config(rotary)  # validate before building the model
-        values["rotary"] = rotary
-    with torch.random.fork_rng(devices=[]):  # the initialisation is overwritten anyway
-        model = LanguageModel(LMConfig.from_dict(values)).to(device)
-    load_weights(model, str(model_dir / WEIGHTS_FILE), device=str(device))
-    return model
+    rotary = (
+        None
+        if rope_scaling is None
+        else rope_scaled_rotary(model_directory(model_dir), rope_scaling)
+    )
+    return load_pretrained(model_dir, device, rotary=rotary).model

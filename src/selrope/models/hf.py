@@ -23,7 +23,6 @@ feeds it back with only the newest token, so each new token costs one step, neve
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,19 +41,15 @@ from transformers import (
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from selrope.models.lm import (
-    CONFIG_FILE,
-    MODEL_TYPE,
-    WEIGHTS_FILE,
-    LanguageModel,
-    LMConfig,
-    ModelCache,
-    lm_loss,
-)
+from selrope.models.config import MIXERS, mixer_fields
+from selrope.models.io import lm_config, load_pretrained, model_directory
+from selrope.models.lm import MODEL_TYPE, LanguageModel, LMConfig, ModelCache, lm_loss
 
 EOS_TOKEN = "<|endoftext|>"  # selrope.data's document separator (both tokenizer kinds)
-TOKENIZER_FILE = "tokenizer.json"
 LM_FIELDS = tuple(f.name for f in dataclasses.fields(LMConfig))
+# Mixer options at the top level: the flat config.json of releases before the mixer configs,
+# which LMConfig.from_dict still reads.
+_FLAT_MIXER_FIELDS = frozenset(name for kind in MIXERS for name in mixer_fields(kind))
 # Keys that transformers itself passes to a config's constructor while loading (consumed by
 # PreTrainedConfig.__post_init__); anything else that is not an LMConfig field is rejected.
 _HF_CONSTRUCTOR_KEYS = frozenset(
@@ -112,7 +107,8 @@ class SelropeConfig(PreTrainedConfig):
     model_type = MODEL_TYPE
 
     def __post_init__(self, **kwargs: Any) -> None:
-        lm_values = {key: kwargs.pop(key) for key in list(kwargs) if key in LM_FIELDS}
+        selrope_keys = set(LM_FIELDS) | _FLAT_MIXER_FIELDS
+        lm_values = {key: kwargs.pop(key) for key in list(kwargs) if key in selrope_keys}
         unknown = sorted(set(kwargs) - _HF_CONSTRUCTOR_KEYS)
         if unknown:
             raise ValueError(
@@ -256,18 +252,6 @@ def _load_device(device_map: Any) -> str | torch.device:
     return device_map
 
 
-def _model_directory(path: str | Path) -> Path:
-    """``path`` or ``path/model`` (a training run), whichever holds config.json + weights."""
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
-            return candidate
-    raise ValueError(
-        f"{str(path)!r} is not a local selrope model directory: it holds no {CONFIG_FILE} + "
-        f"{WEIGHTS_FILE} (nor does its model/)"
-    )
-
-
 class SelropeForCausalLM(PreTrainedModel, GenerationMixin):
     """A selrope :class:`LanguageModel` as a transformers causal LM (``self.model``).
 
@@ -387,7 +371,9 @@ class SelropeForCausalLM(PreTrainedModel, GenerationMixin):
             device_map: a device (``"cpu"``, ``"cuda:0"``, ``{"": 0}``) or "auto".
 
         Raises:
-            ValueError: not a selrope directory, or an argument this loader cannot honour.
+            ValueError: not a selrope directory, or an argument this loader cannot honour, or
+                one of ``selrope.models.io.load_pretrained``'s refusals (a truncated weights file,
+                a model beyond the machine, weights of another shape).
         """
         if model_args:
             raise ValueError("SelropeForCausalLM.from_pretrained takes no positional model args")
@@ -398,22 +384,16 @@ class SelropeForCausalLM(PreTrainedModel, GenerationMixin):
                 raise ValueError(
                     f"SelropeForCausalLM.from_pretrained cannot honour {key}={value!r}"
                 )
-        from safetensors.torch import load_model
-
-        directory = _model_directory(pretrained_model_name_or_path)
+        directory = model_directory(pretrained_model_name_or_path)
         if config is None:
-            values = json.loads((directory / CONFIG_FILE).read_text())
-            config = SelropeConfig(**values)
-        with torch.random.fork_rng(devices=[]):  # the initialisation is overwritten below
-            language_model = LanguageModel(config.to_lm_config())
-        load_model(language_model, str(directory / WEIGHTS_FILE))
-        model = cls(config, language_model)
+            config = SelropeConfig.from_lm_config(lm_config(directory))
+        loaded = load_pretrained(directory, config=config.to_lm_config())
+        model = cls(config, loaded.model)
         model.config.name_or_path = str(directory)
-        tokenizer_file = directory / TOKENIZER_FILE
-        if tokenizer_file.is_file():  # generate stops at the corpus's end-of-text token
+        if loaded.tokenizer_file is not None:  # generate stops at the corpus's end-of-text token
             from tokenizers import Tokenizer
 
-            eos_id = Tokenizer.from_file(str(tokenizer_file)).token_to_id(EOS_TOKEN)
+            eos_id = Tokenizer.from_file(str(loaded.tokenizer_file)).token_to_id(EOS_TOKEN)
             model.generation_config.eos_token_id = eos_id
             model.generation_config.pad_token_id = eos_id
         load_dtype = _load_dtype(dtype if dtype is not None else torch_dtype)

@@ -1,15 +1,12 @@
 """The decoder language model: embedding, pre-norm blocks (mixer + SwiGLU), LM head.
 
-Read top to bottom: ``LMConfig`` (every option), ``Block``, ``LanguageModel`` (forward, loss,
-generate, save/load). Any mixer takes any rotary embedding through ``LMConfig.rotary``.
+Read top to bottom: ``Block``, ``LanguageModel`` (forward, loss, generate, save/load); the
+options are ``LMConfig`` and the mixer configs in ``config.py``. Any mixer takes any rotary
+embedding through ``LMConfig.rotary``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,178 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.layers import (
-    Attention,
-    ForgettingAttention,
-    GatedDeltaNet,
-    GatedLinearAttention,
-    RMSNorm,
-    SwiGLU,
+from selrope.layers import RMSNorm, SwiGLU
+from selrope.models.config import (  # noqa: F401 - re-exported: the model file's vocabulary
+    ABSOLUTE_POSITIONS,
+    MIXERS,
+    MODEL_TYPE,
+    ROTARY_SOURCES,
+    LMConfig,
 )
-from selrope.layers.blocks import head_widths
-from selrope.layers.forgetting_attention import FORGET_BIAS_INIT
-from selrope.layers.gla import DECAYS
 from selrope.ops import check_segment_ids, positions_in_segment, segment_ids_from_cu_seqlens
 from selrope.rotary import LearnedPositionEmbedding, SinusoidalPositionEmbedding
 
-MIXERS = ("attention", "fox", "gla", "gdn")
-# The linear-recurrent mixers, which read expand_k / expand_v / form / chunk_size.
-RECURRENT_MIXERS = ("gla", "gdn")
-ROTARY_SOURCES = ("layer", "embedding")
-ABSOLUTE_POSITIONS = ("none", "sinusoidal", "learned")
 CONFIG_FILE = "config.json"
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 WEIGHTS_FILE = "model.safetensors"
-# config.json names it so that transformers' AutoConfig finds selrope.models.hf's classes.
-MODEL_TYPE = "selrope"
-
-
-@dataclass
-class LMConfig:
-    """Every option of the language model.
-
-    Attributes:
-        vocab_size: number of tokens.
-        d_model: model width d.
-        n_layers: number of blocks.
-        n_heads: heads per mixer (must divide d_model).
-        mixer: "attention" | "fox" (Forgetting Transformer) | "gla" | "gdn" for every layer, or a
-            list with one entry per layer (hybrids, e.g. ``["gla", "attention"]``).
-        rotary: rotary embedding config for ``selrope.rotary.build_rotary`` (same in every layer).
-        rotary_source: what the rotary embedding reads: "layer" (each mixer's normalised input)
-            or "embedding" (the token embeddings, shared by all layers; CARoPE's literal reading).
-        absolute_position: "none", "sinusoidal" or "learned": an absolute position embedding
-            added to the token embeddings (a baseline; independent of ``rotary``).
-        max_positions: size of the learned position table; later positions raise ValueError.
-        mlp_ratio: SwiGLU inner width = round(mlp_ratio * d_model); 0 means no MLP sublayer.
-        norm_eps: RMSNorm epsilon.
-        forget_bias_init: FoX forget-gate bias at initialisation; sigmoid(5) = 0.993 starts the
-            gates near 1 (the FoX paper's code starts at 0, gates near 1/2).
-        tie_embeddings: share the embedding and LM-head matrices.
-        init_std: std of the normal init of embeddings and the mixers' and MLPs' linear weights.
-        expand_k: GLA/GDN q/k width as a multiple of d_model.
-        expand_v: GLA/GDN v width as a multiple of d_model.
-        use_short_conv: short causal convs on q, k, v in GLA/GDN.
-        conv_size: kernel width of those short convs.
-        gate_low_rank_dim: rank of the GLA forget-gate projection.
-        gate_logit_normalizer: divisor of the GLA forget-gate logits.
-        tie_pair_decay: GLA decays shared within each rotation pair (exact complex recurrence).
-        decay: GLA decay "learned" or "none" (alpha = 1, linear attention).
-        form: "chunk" or "recurrent" kernels for GLA/GDN.
-        chunk_size: chunk length of the chunked kernels.
-    """
-
-    vocab_size: int
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    mixer: str | list[str] = "gla"
-    rotary: dict[str, Any] = field(default_factory=lambda: {"type": "nope"})
-    rotary_source: str = "layer"
-    absolute_position: str = "none"
-    max_positions: int = 4096
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
-    forget_bias_init: float = FORGET_BIAS_INIT
-    tie_embeddings: bool = False
-    init_std: float = 0.02
-    expand_k: float = 1.0
-    expand_v: float = 1.0
-    use_short_conv: bool = True
-    conv_size: int = 4
-    gate_low_rank_dim: int = 16
-    gate_logit_normalizer: float = 16.0
-    tie_pair_decay: bool = False
-    decay: str = "learned"
-    form: str = "chunk"
-    chunk_size: int = 64
-
-    def __post_init__(self) -> None:
-        # Keep the rotary config a plain dict (JSON-serialisable, copyable); it is validated when
-        # the layers build their rotary embeddings.
-        self.rotary = (
-            dataclasses.asdict(self.rotary)
-            if dataclasses.is_dataclass(self.rotary)
-            else dict(self.rotary)
-        )
-        if isinstance(self.mixer, tuple):
-            self.mixer = list(self.mixer)
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"n_heads must divide d_model; got d_model={self.d_model}, n_heads={self.n_heads}"
-            )
-        for mixer in self.layer_mixers():
-            if mixer not in MIXERS:
-                raise ValueError(f"mixer must be one of {MIXERS}; got {mixer!r}")
-        if isinstance(self.mixer, list) and len(self.mixer) != self.n_layers:
-            raise ValueError(
-                f"mixer as a list needs one entry per layer (n_layers={self.n_layers}); "
-                f"got {len(self.mixer)}"
-            )
-        if self.rotary_source not in ROTARY_SOURCES:
-            raise ValueError(
-                f"rotary_source must be one of {ROTARY_SOURCES}; got {self.rotary_source!r}"
-            )
-        if self.absolute_position not in ABSOLUTE_POSITIONS:
-            raise ValueError(
-                f"absolute_position must be one of {ABSOLUTE_POSITIONS}; "
-                f"got {self.absolute_position!r}"
-            )
-        for name in ("conv_size", "gate_low_rank_dim", "chunk_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if self.chunk_size & (self.chunk_size - 1):
-            raise ValueError(f"chunk_size must be a power of two; got {self.chunk_size}")
-        for name in ("norm_eps", "init_std", "expand_k", "expand_v", "gate_logit_normalizer"):
-            value = getattr(self, name)
-            if not _finite_number(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive float; got {value!r}")
-        if not _finite_number(self.mlp_ratio) or self.mlp_ratio < 0:
-            raise ValueError(f"mlp_ratio must be a float >= 0; got {self.mlp_ratio!r}")
-        for name in ("tie_embeddings", "use_short_conv", "tie_pair_decay"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
-        if self.decay not in DECAYS:
-            raise ValueError(f"decay must be one of {DECAYS}; got {self.decay!r}")
-        if not _finite_number(self.forget_bias_init):
-            raise ValueError(
-                f"forget_bias_init must be a finite float; got {self.forget_bias_init!r}"
-            )
-        if any(mixer in RECURRENT_MIXERS for mixer in self.layer_mixers()):
-            head_widths(self.d_model, self.n_heads, self.expand_k, self.expand_v, self.form)
-
-    def layer_mixers(self) -> list[str]:
-        """The mixer name of each layer."""
-        if isinstance(self.mixer, str):
-            return [self.mixer] * self.n_layers
-        return list(self.mixer)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> LMConfig:
-        """The config of ``values`` (a saved config.json may also hold ``"model_type":
-        "selrope"``); ValueError on unknown keys."""
-        values = dict(values)
-        if values.get("model_type", MODEL_TYPE) != MODEL_TYPE:
-            raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {values['model_type']!r}")
-        values.pop("model_type", None)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown LMConfig keys {unknown}; allowed: {sorted(known)}")
-        return cls(**values)
 
 
 def parameter_count(config: LMConfig) -> int:
@@ -198,43 +36,13 @@ def parameter_count(config: LMConfig) -> int:
         return sum(parameter.numel() for parameter in LanguageModel(config).parameters())
 
 
-def build_mixer(name: str, config: LMConfig) -> nn.Module:
-    """The mixer layer called ``name`` (one of ``MIXERS``) configured from ``config``."""
-    common = {"model_dim": config.d_model, "num_heads": config.n_heads, "rotary": config.rotary}
-    if name == "attention":
-        return Attention(**common)
-    if name == "fox":
-        return ForgettingAttention(**common, forget_bias_init=config.forget_bias_init)
-    recurrent = {
-        "expand_k": config.expand_k,
-        "expand_v": config.expand_v,
-        "use_short_conv": config.use_short_conv,
-        "conv_size": config.conv_size,
-        "form": config.form,
-        "chunk_size": config.chunk_size,
-        "norm_eps": config.norm_eps,
-    }
-    if name == "gla":
-        return GatedLinearAttention(
-            **common,
-            **recurrent,
-            gate_low_rank_dim=config.gate_low_rank_dim,
-            gate_logit_normalizer=config.gate_logit_normalizer,
-            tie_pair_decay=config.tie_pair_decay,
-            decay=config.decay,
-        )
-    if name == "gdn":
-        return GatedDeltaNet(**common, **recurrent)
-    raise ValueError(f"mixer must be one of {MIXERS}; got {name!r}")
-
-
 class Block(nn.Module):
     """RMSNorm -> mixer -> residual, then RMSNorm -> SwiGLU -> residual."""
 
-    def __init__(self, mixer: str, config: LMConfig):
+    def __init__(self, config: LMConfig, layer: int):
         super().__init__()
         self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.mixer = build_mixer(mixer, config)
+        self.mixer = config.build_mixer(layer)
         hidden = round(config.mlp_ratio * config.d_model)
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps) if hidden else None
         self.mlp = SwiGLU(config.d_model, hidden) if hidden else None
@@ -284,7 +92,7 @@ class LanguageModel(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.position_embedding = build_position_embedding(config)
-        self.blocks = nn.ModuleList(Block(m, config) for m in config.layer_mixers())
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.final_norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self._init_weights()
@@ -421,27 +229,21 @@ class LanguageModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json`` (``{"model_type": "selrope", <LMConfig fields>}``) and
-        ``model.safetensors`` (no pickle) into ``directory``."""
-        from safetensors.torch import save_model
+        ``model.safetensors`` (no pickle) into ``directory`` (``selrope.models.io``)."""
+        from selrope.models.io import save_pretrained
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"model_type": MODEL_TYPE, **self.config.to_dict()}
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        save_model(self, str(directory / WEIGHTS_FILE))
+        save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(
         cls, directory: str | Path, map_location: str | torch.device = "cpu"
     ) -> LanguageModel:
-        """Rebuild a model written by :meth:`save_pretrained`."""
-        from safetensors.torch import load_model
+        """Rebuild a model written by :meth:`save_pretrained` (a model directory, or a run folder
+        holding one in ``model/``), in eval mode, without moving the global RNG; refusals are
+        one-line ValueErrors (``selrope.models.io.load_pretrained``)."""
+        from selrope.models.io import load_pretrained
 
-        directory = Path(directory)
-        config = LMConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-        model = cls(config)
-        load_model(model, str(directory / WEIGHTS_FILE), device=str(map_location))
-        return model.to(map_location)
+        return load_pretrained(directory, map_location).model
 
 
 def _next_position(

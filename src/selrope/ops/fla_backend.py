@@ -1,4 +1,4 @@
-"""flash-linear-attention (fla) kernels as the CUDA backend of ``chunk_gla``,
+"""flash-linear-attention (fla) kernels as the CUDA backend of ``chunk_gla``, ``path_attention``,
 ``chunk_gated_delta_rule`` and ``causal_depthwise_conv``.
 
 fla (the ``fla-core`` package, the ``gpu`` extra) is the field's Triton kernel library for linear
@@ -191,3 +191,36 @@ def fla_causal_conv(
     )
     new_cache = _per_row_state(state, rows)[:, :, 1:]
     return y.reshape(B, T, C), new_cache.to(x.dtype).contiguous()
+
+
+def fla_path_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: float,
+    segment_ids: torch.Tensor | None,
+) -> torch.Tensor:
+    """``path_attention`` on fla's ``parallel_path_attn`` kernel: arguments and returns as there
+    (validated there; head dims 16, 32 or 64). fla scales the forget bias together with the
+    scores, ``scale * (q^T P k + F_i - F_j)``; selrope adds it unscaled (as FoX), so the gates go
+    in divided by ``scale``. Not yet run on a GPU in this project."""
+    from fla.ops.path_attn import parallel_path_attn
+
+    B, T = q.shape[:2]
+    rows = None if segment_ids is None else pack_rows(segment_ids)
+    # fla's matmuls need one dtype (autocast may mix them); its gate cumulative sum is float32
+    tensors = [q.to(v.dtype), k.to(v.dtype), v, w.to(v.dtype), beta.to(v.dtype)]
+    gates = None if g is None else g.float() / scale
+    if rows is not None:
+        tensors = [_flat(x) for x in tensors]
+        gates = None if gates is None else _flat(gates)
+    o, _ = parallel_path_attn(
+        *tensors,
+        g=gates,
+        scale=scale,
+        cu_seqlens=None if rows is None else rows.cu_seqlens,
+    )
+    return o.reshape(B, T, *o.shape[2:]).to(q.dtype)

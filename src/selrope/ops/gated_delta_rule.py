@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from selrope.common import check_positive_int
 from selrope.ops.fla_backend import fla_chunk_gated_delta_rule, use_fla
 from selrope.ops.recurrence import (
     check_log_decay,
@@ -64,7 +65,7 @@ def gated_delta_rule_step(
     B, H, K, V = check_token(q, k, v)
     check_shape("g", g, (B, H), "(B, H)")
     check_shape("beta", beta, (B, H), "(B, H)")
-    check_log_decay("g", g)
+    check_log_decay("g", g, exact_resets=True)
     dtype = compute_dtype(q.dtype)
     if state is None:
         state = q.new_zeros(B, H, K, V, dtype=dtype)
@@ -111,7 +112,7 @@ def recurrent_gated_delta_rule(
         compute dtype, or ``None`` unless ``output_final_state``.
     """
     check_sequence(q, k, v, initial_state, per_head={"g": g, "beta": beta}, segment_ids=segment_ids)
-    check_log_decay("g", g)
+    check_log_decay("g", g, exact_resets=True)
     sequences = (q, k, v, g, beta)
     return scan(
         gated_delta_rule_step, sequences, initial_state, scale, output_final_state, segment_ids
@@ -166,8 +167,7 @@ def chunk_gated_delta_rule(
     B, T, H, K, V = check_sequence(
         q, k, v, initial_state, per_head={"g": g, "beta": beta}, segment_ids=segment_ids
     )
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+    check_positive_int("chunk_size", chunk_size)
     if check_log_decay("g", g):
         # A -inf (reset) makes in-chunk decay differences -inf - -inf = NaN; the loop is exact
         # there (decay 0), and resets are rare.

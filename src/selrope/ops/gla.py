@@ -65,7 +65,7 @@ def gla_step(
     """
     B, H, K, V = check_token(q, k, v)
     check_shape("g", g, (B, H, K), "(B, H, K)")
-    check_log_decay("g", g)
+    check_log_decay("g", g, exact_resets=True)
     dtype = compute_dtype(q.dtype)
     if state is None:
         state = q.new_zeros(B, H, K, V, dtype=dtype)
@@ -107,7 +107,7 @@ def recurrent_gla(
         compute dtype, or ``None`` unless ``output_final_state``.
     """
     check_sequence(q, k, v, initial_state, per_channel={"g": g}, segment_ids=segment_ids)
-    check_log_decay("g", g)
+    check_log_decay("g", g, exact_resets=True)
     return scan(gla_step, (q, k, v, g), initial_state, scale, output_final_state, segment_ids)
 
 

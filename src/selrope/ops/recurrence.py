@@ -7,12 +7,8 @@ from typing import NamedTuple
 
 import torch
 
+from selrope.common import compute_dtype  # noqa: F401 - the ops' dtype rule, imported from here
 from selrope.ops.segments import check_segment_ids, document_resets
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the recurrences run in: float64 stays float64, everything else is float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def check_shape(name: str, x: torch.Tensor, expected: tuple[int, ...], layout: str) -> None:
@@ -63,17 +59,28 @@ def check_sequence(
     return B, T, H, K, V
 
 
-def check_log_decay(name: str, g: torch.Tensor) -> bool:
-    """Raise a ValueError naming ``g`` unless every log decay is ``<= 0`` (positive decays grow
-    the state without bound, NaN poisons it); ``-inf`` is allowed: decay 0, a hard reset that
-    forgets the state. Returns whether any entry is ``-inf``.
+def check_log_decay(name: str, g: torch.Tensor, exact_resets: bool = False) -> bool:
+    """Check that every log decay is ``<= 0`` (positive decays grow the state without bound,
+    NaN poisons it); ``-inf`` is allowed: decay 0, a hard reset that forgets the state. Returns
+    whether any entry is ``-inf`` (the chunked forms then run their loop form, exact there).
 
-    Inside ``torch.compile`` the check runs on the device without a host sync (no graph break):
-    finite log decays ``<= 0`` are asserted (a RuntimeError naming ``g`` otherwise), so the
-    ``-inf`` resets that need the loop forms are refused there, and this returns False."""
-    if torch.compiler.is_compiling():
-        valid = ((g <= 0) & torch.isfinite(g)).all()
-        torch._assert_async(valid, f"{name} must hold finite log decays <= 0 under torch.compile")
+    Where the check reads the values on the host: only for CPU tensors outside torch.compile,
+    where a host read costs nothing (CPU kernels have already run when they return). There a bad
+    decay raises a ValueError naming ``g`` and the value. On an accelerator, reading a value back
+    would stall the device queue once per ``chunk_gla`` / ``chunk_gated_delta_rule`` call (every
+    layer of every training step), and under torch.compile it would break the graph; there the
+    check is ``torch._assert_async`` on the device (no host sync; a bad decay fails the next
+    synchronising call with a device-side assertion naming ``g``) and this returns False.
+
+    Args:
+        name: the argument's name, for messages.
+        g: log decays, any shape.
+        exact_resets: the caller computes ``-inf`` exactly (the loop and step forms), so the
+            on-device assertion admits it; the chunked forms need finite decays there.
+    """
+    if g.device.type != "cpu" or torch.compiler.is_compiling():
+        valid = (g <= 0).all() if exact_resets else ((g <= 0) & torch.isfinite(g)).all()
+        torch._assert_async(valid, f"{name} must hold finite log decays <= 0 on this device")
         return False
     if not bool((g <= 0).all()):
         bad = g[~(g <= 0)].flatten()[0].item()

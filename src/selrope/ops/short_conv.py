@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selrope.common import check_positive_int
 from selrope.ops.fla_backend import fla_causal_conv, use_fla
 from selrope.ops.segments import check_segment_ids, document_index
 
@@ -146,8 +147,7 @@ class ShortConvolution(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 4, activation: str | None = "silu"):
         super().__init__()
-        if kernel_size < 1:
-            raise ValueError(f"kernel_size must be >= 1; got {kernel_size}")
+        check_positive_int("kernel_size", kernel_size)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
         self.activation = activation

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selrope.common import check_even_head_dim
 from selrope.ops.segments import check_segment_ids, positions_in_segment
 
 
@@ -45,8 +46,7 @@ class SinusoidalPositionEmbedding(nn.Module):
 
     def __init__(self, model_dim: int, base: float = 10000.0):
         super().__init__()
-        if model_dim < 2 or model_dim % 2:
-            raise ValueError(f"model_dim must be even and >= 2; got {model_dim}")
+        check_even_head_dim("model_dim", model_dim)
         self.model_dim, self.base = model_dim, base
 
     def forward(

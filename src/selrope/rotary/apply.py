@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from selrope.common import compute_dtype
+
 
 def _split(x: torch.Tensor, interleaved: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The two members of each rotation pair, each ``(..., R)``."""
@@ -51,10 +53,6 @@ def _rotated(
     return out
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def _cos_sin(theta: torch.Tensor, compute: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin in the wider of theta's dtype and the compute dtype, cast to the compute dtype."""
     angles = theta.to(torch.promote_types(theta.dtype, compute))
@@ -76,7 +74,7 @@ class _RotaryFunction(torch.autograd.Function):
     def forward(ctx, theta: torch.Tensor, interleaved: bool, *xs: torch.Tensor):
         ctx.save_for_backward(theta, *xs)
         ctx.interleaved = interleaved
-        compute = _compute_dtype(xs[0])
+        compute = compute_dtype(xs[0].dtype)
         cos, sin = _cos_sin(theta, compute)
         return tuple(_rotated(x, cos, sin, interleaved).to(x.dtype) for x in xs)
 
@@ -84,7 +82,7 @@ class _RotaryFunction(torch.autograd.Function):
     def backward(ctx, *grad_outs: torch.Tensor):
         theta, *xs = ctx.saved_tensors
         interleaved = ctx.interleaved
-        compute = _compute_dtype(xs[0])
+        compute = compute_dtype(xs[0].dtype)
         grad_xs: list[torch.Tensor | None] = [None] * len(xs)
         grad_angle = None
         with torch.autocast(device_type=theta.device.type, enabled=False):

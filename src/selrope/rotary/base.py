@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selrope.common import compute_dtype
 from selrope.ops.segments import check_segment_ids
 from selrope.rotary.apply import apply_rotary_qk
 from selrope.rotary.cumulative import cumulative_angles
@@ -71,11 +72,6 @@ class CastLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.weight.to(x.dtype), bias)
-
-
-def angle_dtype(q: torch.Tensor) -> torch.dtype:
-    """Angles are float32, or float64 when q is float64 (never bf16/fp16)."""
-    return torch.float64 if q.dtype == torch.float64 else torch.float32
 
 
 class RotaryEmbedding(nn.Module):
@@ -149,7 +145,7 @@ class RotaryEmbedding(nn.Module):
         """
         self.check_inputs(q, k, x, segment_ids)
         with torch.autocast(device_type=q.device.type, enabled=False):
-            theta, new_state = self.angles(x, state, angle_dtype(q), segment_ids)
+            theta, new_state = self.angles(x, state, compute_dtype(q.dtype), segment_ids)
         return (*apply_rotary_qk(q, k, theta, self.interleaved), new_state)
 
 
@@ -205,7 +201,7 @@ class CumulativeRotaryEmbedding(RotaryEmbedding):
         self.check_inputs(q, k, x, segment_ids)
         with torch.autocast(device_type=q.device.type, enabled=False):
             increments, frequencies, initial_phase, rest = self.phase_inputs(
-                x, state, angle_dtype(q), segment_ids
+                x, state, compute_dtype(q.dtype), segment_ids
             )
             q_rot, k_rot, final_phase = cumulative_rotary(
                 q, k, increments, frequencies, initial_phase, segment_ids, self.interleaved,

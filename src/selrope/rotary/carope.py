@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selrope.common import check_even_head_dim
 from selrope.rotary.base import CastLinear, CumulativeRotaryEmbedding, check_state_tensor
 
 
@@ -65,8 +66,7 @@ class CARoPE(CumulativeRotaryEmbedding):
         interleaved: bool = False,
     ):
         super().__init__()
-        if head_dim < 2 or head_dim % 2:
-            raise ValueError(f"head_dim must be even and >= 2; got {head_dim}")
+        check_even_head_dim("head_dim", head_dim)
         if pair_start not in (0, 1):
             raise ValueError(f"pair_start must be one of (0, 1); got {pair_start!r}")
         self.num_heads, self.head_dim, self.model_dim = num_heads, head_dim, model_dim

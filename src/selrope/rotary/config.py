@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
+
+from selrope.common import is_finite_number, is_int
 
 
 def _check_choice(owner: str, name: str, value: Any, allowed: tuple) -> None:
@@ -22,17 +23,12 @@ def _check_choice(owner: str, name: str, value: Any, allowed: tuple) -> None:
 def _check_number(
     owner: str, name: str, value: Any, condition: str, ok: Callable[[Any], bool]
 ) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not ok(value)
-    ):
+    if not is_finite_number(value) or not ok(value):
         raise ValueError(f"{owner}.{name} must be a number {condition}; got {value!r}")
 
 
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and value >= 1
+    return is_int(value) and value >= 1
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from selrope.common import check_even_head_dim
+
 
 def rope_frequencies(head_dim: int, base: float, temp_max: float = 1.0) -> torch.Tensor:
     """RoPE's inverse frequencies ``temp_max * base^(-2i/D)``, i = 0..R-1.
@@ -19,8 +21,7 @@ def rope_frequencies(head_dim: int, base: float, temp_max: float = 1.0) -> torch
     Returns:
         ``(D/2,)`` float32 (computed in float64).
     """
-    if head_dim < 2 or head_dim % 2:
-        raise ValueError(f"head_dim must be even and >= 2; got {head_dim}")
+    check_even_head_dim("head_dim", head_dim)
     if not base >= 1.0:
         raise ValueError(f"base must be >= 1; got {base}")
     exponents = torch.arange(head_dim // 2, dtype=torch.float64) * (-2.0 / head_dim)
@@ -41,8 +42,7 @@ def rfa_frequencies(head_dim: int, c: float, temp_max: float = 1.0) -> torch.Ten
     Returns:
         ``(D/2,)`` float32 (computed in float64).
     """
-    if head_dim < 4 or head_dim % 2:
-        raise ValueError(f"head_dim must be even and >= 4 for rfa frequencies; got {head_dim}")
+    check_even_head_dim("head_dim for rfa frequencies", head_dim, minimum=4)
     if not 0.0 < c < 1.0:
         raise ValueError(f"c must be in (0, 1); got {c}")
     half_angles = torch.linspace(0.0, c * math.pi, head_dim // 2, dtype=torch.float64) / 2

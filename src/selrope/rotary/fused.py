@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 
+from selrope.common import compute_dtype
 from selrope.rotary.apply import apply_rotary_qk
 from selrope.rotary.cumulative import cumulative_angles, wrap_angles
 
@@ -151,9 +152,7 @@ def rope_rotary(
     if backend != "torch":
         raise ValueError(f"backend must be one of (None, 'torch', 'triton'); got {backend!r}")
     positions = offset[:, None] + torch.arange(q.shape[1], device=q.device)  # (B, T) exact
-    theta = wrap_angles(positions.to(torch.float64)[:, :, None, None], frequencies, _angle(q))
+    theta = wrap_angles(
+        positions.to(torch.float64)[:, :, None, None], frequencies, compute_dtype(q.dtype)
+    )
     return apply_rotary_qk(q, k, theta, interleaved)
-
-
-def _angle(q: torch.Tensor) -> torch.dtype:
-    return torch.float64 if q.dtype == torch.float64 else torch.float32

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selrope.common import check_even_head_dim, check_heads_divide
 from selrope.ops.short_conv import ShortConvolution, causal_depthwise_conv
 from selrope.rotary.base import CastLinear, CumulativeRotaryEmbedding, check_state_tensor
 from selrope.rotary.config import SelectiveRoPEConfig
@@ -186,12 +187,8 @@ class SelectiveRoPE(CumulativeRotaryEmbedding):
     ):
         super().__init__()
         config = SelectiveRoPEConfig() if config is None else config
-        if head_dim < 2 or head_dim % 2:
-            raise ValueError(f"head_dim must be even and >= 2; got {head_dim}")
-        if model_dim % num_heads:
-            raise ValueError(
-                f"model_dim must be divisible by num_heads ({num_heads}); got {model_dim}"
-            )
+        check_even_head_dim("head_dim", head_dim)
+        check_heads_divide("model_dim", model_dim, num_heads)
         self.config = config
         self.num_heads, self.head_dim, self.model_dim = num_heads, head_dim, model_dim
         self.interleaved = config.interleaved

@@ -7,21 +7,14 @@ below list each task's parameters and defaults, and docs/tasks.md describes the 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from selrope.tasks.base import IGNORE_INDEX, TaskData
-from selrope.tasks.copying import build_copying, copying_test, copying_train
+from selrope.tasks.copying import copying_test, copying_train
 from selrope.tasks.groups import PermutationGroup, get_group, prefix_products
-from selrope.tasks.language_modeling import CorpusWindows, build_language_modeling
+from selrope.tasks.language_modeling import CorpusWindows
 from selrope.tasks.mad import (
-    build_compression,
-    build_fuzzy_recall,
-    build_in_context_recall,
-    build_memorization,
-    build_noisy_recall,
-    build_selective_copying,
     compression,
     fuzzy_recall,
     in_context_recall,
@@ -29,29 +22,19 @@ from selrope.tasks.mad import (
     selective_copying,
 )
 from selrope.tasks.metrics import accuracy_by_prefix_length, masked_accuracy
-from selrope.tasks.mqar import build_mqar, mqar
-from selrope.tasks.state_tracking import build_state_tracking, state_tracking
+from selrope.tasks.mqar import mqar
+from selrope.tasks.registry import TASK_SPECS, TaskSpec, task_spec
+from selrope.tasks.state_tracking import state_tracking
 
-TASKS: dict[str, Callable[..., TaskData]] = {
-    "state_tracking": build_state_tracking,
-    "mqar": build_mqar,
-    "copying": build_copying,
-    "mad_in_context_recall": build_in_context_recall,
-    "mad_noisy_recall": build_noisy_recall,
-    "mad_fuzzy_recall": build_fuzzy_recall,
-    "mad_selective_copying": build_selective_copying,
-    "mad_memorization": build_memorization,
-    "mad_compression": build_compression,
-    "lm": build_language_modeling,
-}
+# name -> builder, for callers that only build (the registry has the rest: registry.py)
+TASKS: dict[str, Callable[..., TaskData]] = {name: spec.build for name, spec in TASK_SPECS.items()}
 
 
 def task_parameters(name: str) -> dict[str, Any]:
     """The parameters a task accepts and their defaults."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; allowed: {sorted(TASKS)}")
-    signature = inspect.signature(TASKS[name])
-    return {p.name: p.default for p in signature.parameters.values() if p.name != "seed"}
+    return task_spec(name).defaults()
 
 
 def build_task(name: str, seed: int = 0, **params: Any) -> TaskData:
@@ -77,6 +60,8 @@ def build_task(name: str, seed: int = 0, **params: Any) -> TaskData:
 __all__ = [
     "IGNORE_INDEX",
     "TASKS",
+    "TASK_SPECS",
+    "TaskSpec",
     "CorpusWindows",
     "PermutationGroup",
     "TaskData",
@@ -95,4 +80,5 @@ __all__ = [
     "selective_copying",
     "state_tracking",
     "task_parameters",
+    "task_spec",
 ]

@@ -1,5 +1,8 @@
-"""selrope.training: optimiser groups, schedule, loop, checkpoints, metrics, results."""
+"""selrope.training: the trainer, its run folder, optimiser groups, schedule, checkpoints,
+metrics and loggers, data-parallel processes."""
 
+from .batches import DeterministicBatches
+from .callbacks import Callback, MetricsFile, ProgressBar, TensorBoardLogger, WandbLogger
 from .checkpoint import (
     atomic_write,
     latest_checkpoint,
@@ -11,31 +14,32 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .distributed import World, init_distributed, is_main_process
-from .loop import (
-    DeterministicBatches,
-    NonFiniteLossError,
-    TrainingStoppedError,
-    evaluate_tests,
-    main_test_length,
-    train,
-)
+from .errors import NonFiniteLossError, TrainingStoppedError
 from .metrics import MetricsLog, evaluate, read_metrics, sequence_loss
 from .optim import build_optimizer, lr_schedule, parameter_groups, wants_weight_decay
-from .parallel import run_parallel
-from .results import format_table, write_results
+from .run_folder import RunFolder, Start
+from .trainer import Trainer, TrainState, evaluate_tests, main_test_length, train
 
 __all__ = [
+    "Callback",
     "DeterministicBatches",
+    "MetricsFile",
     "MetricsLog",
     "NonFiniteLossError",
-    "TrainingStoppedError",
+    "ProgressBar",
+    "RunFolder",
+    "Start",
+    "TensorBoardLogger",
     "TrainConfig",
+    "TrainState",
+    "Trainer",
+    "TrainingStoppedError",
+    "WandbLogger",
     "World",
     "atomic_write",
     "build_optimizer",
     "evaluate",
     "evaluate_tests",
-    "format_table",
     "init_distributed",
     "is_main_process",
     "latest_checkpoint",
@@ -46,11 +50,9 @@ __all__ = [
     "main_test_length",
     "parameter_groups",
     "read_metrics",
-    "run_parallel",
     "save_checkpoint",
     "save_weights",
     "sequence_loss",
     "train",
     "wants_weight_decay",
-    "write_results",
 ]

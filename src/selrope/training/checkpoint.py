@@ -2,7 +2,8 @@
 
 Layout under a checkpoint root (the trainer uses `out_dir/checkpoints`):
 
-    step_00000100/model.safetensors  weights (`save_weights`: tied weights stored once)
+    step_00000100/model.safetensors  weights (`selrope.models.io.save_weights`, the writer of
+                                     `save_pretrained` too: tied weights stored once)
     step_00000100/state.pt           torch.save'd dict: step, optimizer, rng, config, ...
 
 A checkpoint is assembled in a hidden temporary directory next to its final name, every file
@@ -14,8 +15,8 @@ holds only tensors, dicts, lists, tuples, numbers and strings, so it loads with
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import re
 import shutil
 from collections.abc import Callable
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
+
+# One weight format for model directories and checkpoints (re-exported from here).
+from selrope.models.io import load_weights, save_weights
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -71,45 +73,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def _save_state(state: dict[str, Any], tmp: Path) -> None:
     with tmp.open("wb") as f:
         torch.save(state, f)
-
-
-def save_weights(model: nn.Module, path: str | Path) -> None:
-    """Write `model.state_dict()` to a safetensors file, storing each shared tensor once.
-
-    Tied weights (one tensor under several names) are stored under their first name and the
-    other names recorded in the file's metadata ("aliases", JSON {alias: stored name}). Unlike
-    `safetensors.torch.save_model`, this also accepts parameters that are views into one
-    buffer (cuDNN's flattened RNN weights): every stored tensor is copied to its own CPU memory.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    first_name: dict[tuple, str] = {}
-    for name, tensor in model.state_dict().items():
-        identity = (
-            tensor.device,
-            tensor.untyped_storage().data_ptr(),
-            tensor.storage_offset(),
-            tuple(tensor.shape),
-            tensor.stride(),
-            tensor.dtype,
-        )
-        if identity in first_name:
-            aliases[name] = first_name[identity]
-        else:
-            first_name[identity] = name
-            tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
-    save_file(tensors, str(path), metadata={"aliases": json.dumps(aliases)})
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a `save_weights` file into `model` (strict: every name must match)."""
-    path = str(path)
-    tensors = load_file(path)
-    with safe_open(path, "pt") as f:
-        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
-    for alias, stored in aliases.items():
-        tensors[alias] = tensors[stored]
-    model.load_state_dict(tensors, strict=True)
 
 
 def rng_state() -> dict[str, Any]:
@@ -210,11 +173,49 @@ def load_checkpoint(
 
     Returns:
         The state dict saved beside the weights ("step", "optimizer", "rng", and the `extra` keys).
+
+    Raises:
+        ValueError: one line naming the file: weights that are truncated or of another model
+            (`load_weights`), or a state.pt that is not a weights-only file (`read_state`).
     """
     path = Path(path)
     load_weights(model, path / MODEL_FILE)
-    # CPU first: RNG states must stay CPU tensors; the optimizer moves its state to the params.
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    state = read_state(path / STATE_FILE)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """The dict a checkpoint's state.pt holds, loaded with ``weights_only=True`` (never unpickled
+    as arbitrary objects) on the CPU: RNG states must stay CPU tensors, and the optimizer moves
+    its state to the parameters.
+
+    Raises:
+        ValueError: one line naming the file, when it is not a complete weights-only torch file
+            (a pickle of other objects, truncated, or not a torch file at all).
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message is a paragraph; its "Unsupported global: ..." line says what was found.
+        found = [line.strip() for line in str(error).splitlines() if "Unsupported" in line]
+        detail = f" ({found[0]})" if found else ""
+        raise ValueError(
+            f"{path}: not a weights-only file: it holds objects other than tensors and plain data"
+            f"{detail}, which selrope never unpickles; expected the state.pt that "
+            "save_checkpoint writes"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path}: not a readable checkpoint state ({reason}); expected the state.pt that "
+            "save_checkpoint writes"
+        ) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise ValueError(
+            f"{path}: expected the dict (step, optimizer, rng, ...) that save_checkpoint writes; "
+            f"got {type(state).__name__}"
+        )
     return state

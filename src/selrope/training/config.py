@@ -1,14 +1,27 @@
-"""TrainConfig: every knob of a training run, one plain dataclass that round-trips through JSON."""
+"""TrainConfig: every knob of a training run, one frozen dataclass that round-trips through JSON."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from selrope.common import (
+    check_bool,
+    check_choice,
+    check_non_negative_int,
+    check_positive_float,
+    check_positive_int,
+    check_range,
+    is_finite_number,
+    is_int,
+    setting,
+)
+
+from .callbacks import LOGGERS
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -26,16 +39,9 @@ RESUMABLE_FIELDS = (
     "device",
     "precision",
     "compile",
+    "log",
     "out_dir",
 )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 MAX_LR = 10.0  # AdamW's updates are about lr in size
@@ -43,84 +49,77 @@ MAX_EPS = 1.0
 MAX_WEIGHT_DECAY = 100.0  # decoupled: each step scales the weights by 1 - lr * weight_decay
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one training run.
+    """Settings of one training run (each field's meaning is its ``help``, shown by --help).
 
     Steps count optimizer updates; an "epoch" is one pass over the training set in a fresh
     permutation (the last incomplete batch of each permutation is dropped).
-
-    Attributes:
-        steps: optimizer updates in the whole run.
-        batch_size: the global batch: rows per optimizer step, over processes and micro-steps.
-        micro_batch_size: rows per forward pass and process; None: the whole share in one pass.
-        lr: peak learning rate of AdamW, in (0, 10].
-        weight_decay: AdamW weight decay in [0, 100] (not applied to norms, biases,
-            embeddings' exemptions).
-        betas: AdamW (beta1, beta2), each in [0, 1).
-        eps: AdamW epsilon, in (0, 1].
-        warmup_steps: linear warmup length in steps; None: 10% of steps.
-        min_lr_ratio: the cosine schedule ends at lr * min_lr_ratio.
-        grad_clip: max global gradient norm; None: no clipping.
-        eval_every: evaluate on the test sets every this many steps (and at the end).
-        eval_batch_size: rows per forward pass when evaluating.
-        log_every: log the training loss every this many steps (and at the end).
-        seed: seeds the batch order (the run's seed).
-        device: "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:N".
-        precision: "auto" (bf16 autocast on cuda, fp32 on cpu), "fp32" or "bf16".
-        compile: torch.compile the model for training.
-        early_stop_accuracy: stop once the main test sequence accuracy reaches it; None: never.
-        checkpoint_every: save a checkpoint every this many steps; None: only at the end.
-        keep_checkpoints: how many most recent checkpoints to keep on disk.
-        out_dir: the run folder (metrics, checkpoints, final metrics).
     """
 
-    steps: int = 1000
-    batch_size: int = 64
-    micro_batch_size: int | None = None
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    warmup_steps: int | None = None
-    min_lr_ratio: float = 0.1
-    grad_clip: float | None = 1.0
-    eval_every: int = 100
-    eval_batch_size: int = 256
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    early_stop_accuracy: float | None = None
-    checkpoint_every: int | None = None
-    keep_checkpoints: int = 2
-    out_dir: str = "runs/default"
+    steps: int = setting(1000, help="optimizer updates in the whole run")
+    batch_size: int = setting(
+        64, help="the global batch: rows per optimizer step, over processes and micro-steps"
+    )
+    micro_batch_size: int | None = setting(
+        None, help="rows per forward pass and process (gradient accumulation); none: the share"
+    )
+    lr: float = setting(1e-3, help=f"peak learning rate of AdamW, in (0, {MAX_LR:g}]")
+    weight_decay: float = setting(
+        0.1,
+        help=f"AdamW decoupled weight decay in [0, {MAX_WEIGHT_DECAY:g}], applied to every "
+        "matrix, embeddings included (not to norms, biases or other vectors)",
+    )
+    betas: tuple[float, float] = setting((0.9, 0.98), help="AdamW (beta1, beta2), each in [0, 1)")
+    eps: float = setting(1e-8, help=f"AdamW epsilon, in (0, {MAX_EPS:g}]")
+    warmup_steps: int | None = setting(None, help="linear warmup length; none: 10% of steps")
+    min_lr_ratio: float = setting(0.1, help="the cosine schedule ends at lr x min_lr_ratio")
+    grad_clip: float | None = setting(1.0, help="max global gradient norm; none: no clipping")
+    eval_every: int = setting(100, help="evaluate on the test sets every this many steps")
+    eval_batch_size: int = setting(256, help="rows per forward pass when evaluating")
+    log_every: int = setting(10, help="log the training loss every this many steps")
+    seed: int = setting(0, help="seeds the batch order (set by the run's seed)")
+    device: str = setting("auto", help="auto (cuda when available), cpu, cuda or cuda:N")
+    precision: str = setting("auto", help="auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16")
+    compile: bool = setting(False, help="torch.compile the model for training")
+    early_stop_accuracy: float | None = setting(
+        None, help="stop once the main test sequence accuracy reaches it; none: never"
+    )
+    checkpoint_every: int | None = setting(
+        None, help="save a checkpoint every this many steps; none: only at the end"
+    )
+    keep_checkpoints: int = setting(2, help="how many most recent checkpoints to keep")
+    log: tuple[str, ...] = setting(
+        (), help="loggers beside metrics.jsonl: tensorboard, wandb (offline), or both"
+    )
+    out_dir: str = setting("runs/default", help="the run folder (set by the run's --out)")
 
     def __post_init__(self) -> None:
-        if isinstance(self.betas, (list, tuple)):
-            self.betas = tuple(self.betas)  # JSON gives a list back
-        if not (
-            isinstance(self.betas, tuple)
-            and len(self.betas) == 2
-            and all(_is_number(b) and 0 <= b < 1 for b in self.betas)
+        betas, log = self.betas, self.log
+        # JSON gives lists back; frozen, so normalised through object.__setattr__.
+        if isinstance(betas, (list, tuple)) and len(betas) == 2:
+            if not all(is_finite_number(b) and 0 <= b < 1 for b in betas):
+                raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
+            object.__setattr__(self, "betas", tuple(float(b) for b in betas))
+        else:
+            raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
+        if isinstance(log, str):
+            log = tuple(name for name in log.split(",") if name)
+        if not isinstance(log, (list, tuple)) or not all(name in LOGGERS for name in log):
+            raise ValueError(f"log must name loggers among {', '.join(LOGGERS)}; got {log!r}")
+        object.__setattr__(self, "log", tuple(dict.fromkeys(log)))
+        for name in (
+            "steps",
+            "batch_size",
+            "eval_every",
+            "eval_batch_size",
+            "log_every",
+            "keep_checkpoints",
         ):
-            raise ValueError(f"betas must be two numbers in [0, 1); got {self.betas!r}")
-        self.betas = tuple(float(b) for b in self.betas)
-        positive = {
-            "steps": self.steps,
-            "batch_size": self.batch_size,
-            "eval_every": self.eval_every,
-            "eval_batch_size": self.eval_batch_size,
-            "log_every": self.log_every,
-            "keep_checkpoints": self.keep_checkpoints,
-        }
-        for name, value in positive.items():
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            check_positive_int(name, getattr(self, name))
         for name in ("micro_batch_size", "checkpoint_every"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
         if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
             # Checked here, before any run folder exists; the split over processes is checked
@@ -129,43 +128,29 @@ class TrainConfig:
                 f"micro_batch_size must divide batch_size ({self.batch_size}); "
                 f"got {self.micro_batch_size}"
             )
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+        check_non_negative_int("seed", self.seed)
         # Bounded so that AdamW's float32 arithmetic cannot overflow (an lr near 3e37 raised
         # inside the optimizer's step): beyond these bounds no setting trains anyway.
-        for name, limit in (("lr", MAX_LR), ("eps", MAX_EPS)):
-            value = getattr(self, name)
-            if not (_is_number(value) and 0 < value <= limit):
-                raise ValueError(f"{name} must be a positive float <= {limit:g}; got {value!r}")
-        if not (_is_number(self.weight_decay) and 0 <= self.weight_decay <= MAX_WEIGHT_DECAY):
-            raise ValueError(
-                f"weight_decay must be a float in [0, {MAX_WEIGHT_DECAY:g}]; "
-                f"got {self.weight_decay!r}"
-            )
+        check_range("lr", self.lr, 0, MAX_LR, low_open=True)
+        check_range("eps", self.eps, 0, MAX_EPS, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0, MAX_WEIGHT_DECAY)
         if self.warmup_steps is not None and not (
-            _is_int(self.warmup_steps) and 0 <= self.warmup_steps <= self.steps
+            is_int(self.warmup_steps) and 0 <= self.warmup_steps <= self.steps
         ):
             raise ValueError(
                 f"warmup_steps must be in [0, {self.steps}] or None; got {self.warmup_steps!r}"
             )
-        if not (_is_number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1):
-            raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
-        if self.grad_clip is not None and not (_is_number(self.grad_clip) and self.grad_clip > 0):
-            raise ValueError(f"grad_clip must be a positive float or None; got {self.grad_clip!r}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false; got {self.compile!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        check_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        if self.grad_clip is not None:
+            check_positive_float("grad_clip", self.grad_clip)
+        check_bool("compile", self.compile)
+        check_choice("precision", self.precision, PRECISIONS)
         if not (isinstance(self.device, str) and _DEVICE.match(self.device)):
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'; got {self.device!r}"
             )
-        if self.early_stop_accuracy is not None and not (
-            _is_number(self.early_stop_accuracy) and 0 < self.early_stop_accuracy <= 1
-        ):
-            raise ValueError(
-                f"early_stop_accuracy must be in (0, 1] or None; got {self.early_stop_accuracy!r}"
-            )
+        if self.early_stop_accuracy is not None:
+            check_range("early_stop_accuracy", self.early_stop_accuracy, 0, 1, low_open=True)
         if not isinstance(self.out_dir, str) or not self.out_dir.strip():
             raise ValueError(f"out_dir must name a folder; got {self.out_dir!r}")
 
@@ -219,13 +204,14 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of all fields."""
         d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
+        d["betas"], d["log"] = list(self.betas), list(self.log)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from `to_dict` output; unknown keys raise ValueError naming them."""
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {key: value for key, value in d.items() if key != "log" or value is not None}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {unknown}")

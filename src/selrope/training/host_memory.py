@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from selrope.common.memory import physical_memory_bytes  # noqa: F401 - re-exported
+
 SYSTEM_MALLOC_SWITCH = "SELROPE_SYSTEM_MALLOC"
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>: free heap kept below this many bytes at its top
 _M_MMAP_MAX = -4  # glibc <malloc.h>: at most this many blocks served by mmap
@@ -38,11 +40,3 @@ def keep_freed_memory() -> bool:
     except (OSError, TypeError, AttributeError):
         return False
     return bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX)) and bool(mallopt(_M_MMAP_MAX, 0))
-
-
-def physical_memory_bytes() -> int | None:
-    """The machine's physical memory in bytes, or None where the OS does not say (Windows)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None

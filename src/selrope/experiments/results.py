@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
-from .metrics import read_metrics
+from selrope.training.checkpoint import atomic_write_text
+from selrope.training.metrics import read_metrics
 
 SECTION_KEYS = ("task", "group", "train_len")
 VARIANT_KEYS = ("mixer", "rotary")
@@ -187,7 +187,7 @@ def plot_results(
 ) -> list[Path]:
     """The PNGs of `write_results`; prints a note and returns [] when matplotlib is missing."""
     try:
-        from matplotlib.figure import Figure  # no pyplot: leaves the global backend alone
+        from matplotlib.figure import Figure  # noqa: F401 - no pyplot: leaves the backend alone
     except ImportError:
         print("matplotlib is not installed: skipping plots (pip install 'selrope[plot]')")
         return []
@@ -201,57 +201,64 @@ def plot_results(
     for section, entries in _group(summary, section_keys).items():
         suffix = f"_{_slug(section_keys, section)}" if section_keys else ""
         title = _section_title(section_keys, section)
-
-        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-        ax = fig.add_subplot()
-        for variant, variant_entries in _group(entries, variant_keys).items():
-            lengths = [e["test_len"] for e in variant_entries]
-            (line,) = ax.plot(
-                lengths,
-                [e["mean"] for e in variant_entries],
-                marker="o",
-                label="/".join(map(str, variant)),
-            )
-            ax.fill_between(
-                lengths,
-                [e["min"] for e in variant_entries],
-                [e["max"] for e in variant_entries],
-                color=line.get_color(),
-                alpha=0.2,
-            )
-        lengths = sorted({e["test_len"] for e in entries})
-        if all(isinstance(n, (int, float)) and n > 0 for n in lengths):
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(lengths, [str(n) for n in lengths])
-            ax.minorticks_off()
-        train_lens = {row.get("train_len") for row in row_groups[section]}
-        if len(train_lens) == 1 and None not in train_lens:
-            ax.axvline(train_lens.pop(), color="gray", ls="--", lw=0.8, label="train length")
-        ax.set(xlabel="test length (tokens)", ylabel=metric, title=title)
-        if metric.endswith("accuracy"):
-            ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize="small")
-        written.append(out_dir / f"{metric}_vs_length{suffix}.png")
-        fig.savefig(written[-1], dpi=120)
-
+        path = out_dir / f"{metric}_vs_length{suffix}.png"
+        _metric_figure(entries, row_groups[section], variant_keys, metric, title).savefig(
+            path, dpi=120
+        )
+        written.append(path)
         curves = _training_curves(row_groups[section], variant_keys)
         if curves:
-            fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-            ax = fig.add_subplot()
-            colors = {}
-            for variant, steps, losses in curves:
-                label = "/".join(map(str, variant))
-                if variant in colors:
-                    ax.plot(steps, losses, color=colors[variant], lw=0.8, alpha=0.7)
-                else:
-                    (line,) = ax.plot(steps, losses, lw=0.8, alpha=0.7, label=label)
-                    colors[variant] = line.get_color()
-            ax.set_yscale("log")
-            ax.set(xlabel="step", ylabel="training loss", title=title)
-            ax.legend(fontsize="small")
-            written.append(out_dir / f"training_curves{suffix}.png")
-            fig.savefig(written[-1], dpi=120)
+            path = out_dir / f"training_curves{suffix}.png"
+            _curves_figure(curves, title).savefig(path, dpi=120)
+            written.append(path)
     return written
+
+
+def _metric_figure(entries, section_rows, variant_keys, metric: str, title: str):
+    """The metric against test length, one line (mean, min-max band) per variant."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for variant, variant_entries in _group(entries, variant_keys).items():
+        lengths = [e["test_len"] for e in variant_entries]
+        means = [e["mean"] for e in variant_entries]
+        (line,) = ax.plot(lengths, means, marker="o", label="/".join(map(str, variant)))
+        low, high = [e["min"] for e in variant_entries], [e["max"] for e in variant_entries]
+        ax.fill_between(lengths, low, high, color=line.get_color(), alpha=0.2)
+    lengths = sorted({e["test_len"] for e in entries})
+    if all(isinstance(n, (int, float)) and n > 0 for n in lengths):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.minorticks_off()
+    train_lens = {row.get("train_len") for row in section_rows}
+    if len(train_lens) == 1 and None not in train_lens:
+        ax.axvline(train_lens.pop(), color="gray", ls="--", lw=0.8, label="train length")
+    ax.set(xlabel="test length (tokens)", ylabel=metric, title=title)
+    if metric.endswith("accuracy"):
+        ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def _curves_figure(curves, title: str):
+    """Training loss against step, one colour per variant (its seeds share it)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    colors = {}
+    for variant, steps, losses in curves:
+        if variant in colors:
+            ax.plot(steps, losses, color=colors[variant], lw=0.8, alpha=0.7)
+        else:
+            label = "/".join(map(str, variant))
+            (line,) = ax.plot(steps, losses, lw=0.8, alpha=0.7, label=label)
+            colors[variant] = line.get_color()
+    ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="training loss", title=title)
+    ax.legend(fontsize="small")
+    return fig
 
 
 def _training_curves(

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from selrope.training.parallel import available_cpus, run_parallel
+from selrope.experiments.parallel import available_cpus, run_parallel
 
 
 def test_results_come_back_in_job_order_and_workers_split_the_cores():
@@ -28,7 +28,7 @@ def test_one_worker_runs_inline_in_order():
 
 WORKER_SCRIPT = """
 import os, sys, time
-from selrope.training.parallel import run_parallel
+from selrope.experiments.parallel import run_parallel
 
 def job(path):
     with open(path + ".tmp", "w") as f:

@@ -26,28 +26,17 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import NoReturn
 
 from selrope.analysis.parity_model import DEFAULT_STEPS
 from selrope.analysis.report import ANALYSES, Section, write_section
+from selrope.cli.parser import CommandParser, UsageError
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse without prefix abbreviations, whose errors are one-line ValueErrors."""
-
-    def __init__(self, **kwargs):
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``selrope analyze`` argument parser (errors raise ValueError)."""
-    parser = _Parser(
+def build_parser() -> CommandParser:
+    """The ``selrope analyze`` argument parser (errors raise ``UsageError``)."""
+    parser = CommandParser(
         prog="selrope analyze",
         description=__doc__.split("\n\n")[0].replace("``", ""),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("analysis", choices=ANALYSES, help="which analysis to run")
@@ -106,42 +95,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Raise ValueError for options that do not fit the chosen analysis."""
+    """Raise UsageError for options that do not fit the chosen analysis."""
     trains = args.analysis in ("complex", "angles")
     if args.analysis != "rotation" and not trains and args.checkpoint is not None:
-        raise ValueError(
+        raise UsageError(
             f"--checkpoint applies to complex, angles and rotation only; got {args.checkpoint!r}"
         )
     if not trains and args.steps is not None:
-        raise ValueError(f"--steps applies to complex and angles only; got {args.steps!r}")
+        raise UsageError(f"--steps applies to complex and angles only; got {args.steps!r}")
     for flag, value in (
         ("--data", args.data),
         ("--window", args.window),
         ("--windows", args.windows),
     ):
         if args.analysis != "rotation" and value is not None:
-            raise ValueError(f"{flag} applies to rotation only; got {value!r}")
+            raise UsageError(f"{flag} applies to rotation only; got {value!r}")
     if args.analysis == "rotation":
         if not (args.checkpoint or "").strip(","):
-            raise ValueError("rotation needs --checkpoint RUN[,RUN...]: the language models")
+            raise UsageError("rotation needs --checkpoint RUN[,RUN...]: the language models")
         if not args.data:
-            raise ValueError("rotation needs --data CORPUS: a prepared corpus to read")
+            raise UsageError("rotation needs --data CORPUS: a prepared corpus to read")
         for flag, value in (("--window", args.window), ("--windows", args.windows)):
             if value is not None and value < 2:
-                raise ValueError(f"{flag} must be an integer >= 2; got {value}")
+                raise UsageError(f"{flag} must be an integer >= 2; got {value}")
     for flag, value in (("--runs", args.runs), ("--escape-accuracy", args.escape_accuracy)):
         if args.analysis != "runs" and value is not None:
-            raise ValueError(f"{flag} applies to runs only; got {value!r}")
+            raise UsageError(f"{flag} applies to runs only; got {value!r}")
     if args.analysis == "runs" and not (args.runs or "").strip(","):
-        raise ValueError("runs needs --runs DIR[,DIR...]: the folders of the runs to compare")
+        raise UsageError("runs needs --runs DIR[,DIR...]: the folders of the runs to compare")
     if args.checkpoint is not None and args.steps is not None:
-        raise ValueError("--steps trains a model; it does not apply with --checkpoint")
+        raise UsageError("--steps trains a model; it does not apply with --checkpoint")
     if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be a positive integer; got {args.steps}")
+        raise UsageError(f"--steps must be a positive integer; got {args.steps}")
     if not args.out.strip():
-        raise ValueError("--out must name a folder; got ''")
+        raise UsageError("--out must name a folder; got ''")
     if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out}: is a file, not a folder")
+        raise UsageError(f"--out {args.out}: is a file, not a folder")
 
 
 def model_section(args: argparse.Namespace, out_dir: Path) -> Section:
@@ -183,38 +172,42 @@ def rotation_section(args: argparse.Namespace, out_dir: Path) -> Section:
     """rotation: load the language models and the corpus' validation split, then measure."""
     from selrope.analysis.rotation import analyze_rotation
     from selrope.data import load_split
-    from selrope.evaluation.runs import load_model, model_directory, training_length
+    from selrope.evaluation.runs import training_length
+    from selrope.models.io import check_same_tokenizer, load_pretrained
 
     models, directories = [], []
     for run in (run for run in args.checkpoint.split(",") if run):
         try:
-            directories.append(model_directory(run))
-            models.append((run.rstrip("/"), load_model(directories[-1])))
+            loaded = load_pretrained(run)
         except (ValueError, OSError) as error:
-            raise ValueError(f"--checkpoint {run}: {error}") from None
+            raise UsageError(f"--checkpoint {run}: {error}") from None
+        directories.append(loaded.directory)
+        models.append((run.rstrip("/"), loaded.model))
     window = args.window or training_length(directories[0])
     try:
         split = load_split(args.data, "val")
     except (ValueError, OSError) as error:
-        raise ValueError(f"--data {args.data}: {error}") from None
-    for run, model in models:
+        raise UsageError(f"--data {args.data}: {error}") from None
+    for (run, model), directory in zip(models, directories, strict=True):
         if model.config.vocab_size != split.vocab_size:
-            raise ValueError(
+            raise UsageError(
                 f"--checkpoint {run}: vocab_size {model.config.vocab_size} but the data has "
                 f"{split.vocab_size}: it was trained on another tokenizer"
             )
+        check_same_tokenizer(directory, args.data, "--data")
     out_dir.mkdir(parents=True, exist_ok=True)
     about = f"Models {', '.join(f'`{name}`' for name, _ in models)}; data `{args.data}`"
     count = 16 if args.windows is None else args.windows
     return analyze_rotation(out_dir, models, split, window or 256, count, about)
 
 
-def run_analyze_command(argv: list[str]) -> None:
+def run(argv: list[str]) -> None:
     """Parse ``argv`` (after ``selrope analyze``), run the analysis, write figures and report.
 
     Raises:
-        ValueError: bad arguments, or a checkpoint that is not a fitting parity model (the
-            message names the option).
+        ValueError (``UsageError`` for the flags): bad arguments, or a checkpoint that is not a
+            fitting parity model (the message names the option); ``selrope.cli.main`` prints it
+            as one line and exits 2.
     """
     args = build_parser().parse_args(argv)
     check_arguments(args)
@@ -244,7 +237,7 @@ def run_analyze_command(argv: list[str]) -> None:
         except ValueError as error:
             if args.checkpoint is None:
                 raise
-            raise ValueError(f"--checkpoint {args.checkpoint}: {error}") from None
+            raise UsageError(f"--checkpoint {args.checkpoint}: {error}") from None
     report = write_section(out_dir, args.analysis, section.markdown)
     for figure in section.figures:
         print(f"wrote {figure}")

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
+from selrope.experiments.results import format_table, summarize, write_results
 from selrope.training.metrics import MetricsLog
-from selrope.training.results import format_table, summarize, write_results
 
 ACCURACY = {  # (rotary, test_len) -> accuracy per seed
     ("rope", 16): [1.0, 1.0, 0.9],

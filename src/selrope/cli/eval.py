@@ -14,44 +14,54 @@ evaluated a second time, rebuilt with that context extension and the same weight
 ``--tasks`` (extras hf + eval; offline, see ``selrope.evaluation.harness``) writes the task
 configs into ``--out/tasks/``, lm-eval's results per model into ``harness.json`` and a table into
 ``harness.md``; each checkpoint needs its corpus ``tokenizer.json`` beside the weights.
+
+Everything is checked before anything is written or any model is built: the checkpoints exist,
+``--data`` has the vocabulary and the ``tokenizer.json`` the models were trained with, and one
+forward pass of ``--batch-size`` windows of the longest ``--lengths`` fits in memory
+(``selrope.evaluation.memory``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
-from selrope.evaluation.perplexity import evaluate_lengths
+from selrope.cli.parser import CommandParser, UsageError
+from selrope.common.memory import gigabytes, physical_memory_bytes
+from selrope.evaluation.memory import describe_quadratic, forward_activation_bytes
+from selrope.evaluation.perplexity import evaluate_lengths, scored_target_count
 from selrope.evaluation.report import EvaluatedRun, write_report
-from selrope.evaluation.runs import load_model, model_directory, training_length
-from selrope.models.lm import CONFIG_FILE
+from selrope.evaluation.runs import rope_scaled_rotary, training_length
+from selrope.models import LMConfig
+from selrope.models.io import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    check_fits_in_memory,
+    check_same_tokenizer,
+    lm_config,
+    load_pretrained,
+    model_directory,
+    weight_shapes,
+)
 from selrope.rotary import parse_rotary_config
 
 PERPLEXITY_BATCH_SIZE = 8  # windows of up to 2,048 tokens
 HARNESS_BATCH_SIZE = 64  # requests; SelropeLM also caps a forward pass at 768 padded tokens
 
 
-def fail(message: str) -> NoReturn:
-    """Print ``selrope: error: <message>`` (one line, no traceback) and exit with status 2."""
-    print(f"selrope: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        fail(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``selrope eval`` argument parser (errors exit via ``fail``)."""
-    parser = _Parser(prog="selrope eval", description=__doc__.split("\n\n")[0].replace("``", ""))
+def build_parser() -> CommandParser:
+    """The ``selrope eval`` argument parser (errors raise ``UsageError``)."""
+    parser = CommandParser(
+        prog="selrope eval", description=__doc__.split("\n\n")[0].replace("``", "")
+    )
     parser.add_argument("--checkpoint", required=True, help="RUN[,RUN...]: model dirs or runs")
     parser.add_argument("--data", default=None, help="a directory from `selrope data prepare`")
     parser.add_argument("--lengths", default=None, help="context lengths, e.g. 256,512,1024")
@@ -87,15 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _comma_list(flag: str, text: str) -> list[str]:
     items = [item.strip() for item in text.split(",")]
     if not all(items):
-        raise ValueError(f"{flag} must be a comma-separated list without empty items; got {text!r}")
+        raise UsageError(f"{flag} must be a comma-separated list without empty items; got {text!r}")
     return items
 
 
 def parse_lengths(text: str) -> list[int]:
-    """``"256,512"`` -> ``[256, 512]``; ValueError naming ``--lengths`` otherwise."""
+    """``"256,512"`` -> ``[256, 512]``; UsageError naming ``--lengths`` otherwise."""
     items = _comma_list("--lengths", text)
     if not all(item.isdigit() and int(item) > 0 for item in items):
-        raise ValueError(f"--lengths must be positive integers like 256,512,1024; got {text!r}")
+        raise UsageError(f"--lengths must be positive integers like 256,512,1024; got {text!r}")
     return [int(item) for item in items]
 
 
@@ -106,94 +116,137 @@ def parse_rope_scaling(text: str | None) -> dict[str, Any] | None:
     try:
         scaling = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"--rope-scaling must be a JSON object; got {text!r} ({error})") from None
+        raise UsageError(f"--rope-scaling must be a JSON object; got {text!r} ({error})") from None
     parse_rotary_config({"type": "rope", "scaling": scaling})
     return scaling
 
 
 @dataclass
 class _Planned:
-    """A model to evaluate: its row name, weights directory and RoPE override."""
+    """A model to evaluate: its row name, weights directory, config and RoPE override."""
 
     name: str
     model_dir: Path
-    rope_scaling: dict[str, Any] | None
+    config: LMConfig
+    rotary: dict[str, Any] | None  # the RoPE config with the scaling, or None: as saved
 
 
-def _plan(args: argparse.Namespace) -> list[_Planned]:
-    """Check every checkpoint before evaluating any (so a typo fails in a second)."""
+def _plan(args: argparse.Namespace, device: str) -> list[_Planned]:
+    """Check every checkpoint (its config, without building it) before evaluating any."""
     runs = _comma_list("--checkpoint", args.checkpoint)
     names = [Path(run).resolve().name for run in runs]
     if args.name is not None:
         names = _comma_list("--name", args.name)
         if len(names) != len(runs):
-            raise ValueError(f"--name needs one name per checkpoint ({len(runs)}); got {args.name}")
+            raise UsageError(f"--name needs one name per checkpoint ({len(runs)}); got {args.name}")
     scaling = parse_rope_scaling(args.rope_scaling)
     planned = []
     for run, name in zip(runs, names, strict=True):
         model_dir = model_directory(run)
-        planned.append(_Planned(name, model_dir, None))
+        config = lm_config(model_dir)
+        # The loader's own checks, run here so that nothing is built or written before all pass.
+        check_fits_in_memory(config, model_dir / CONFIG_FILE, device)
+        weight_shapes(model_dir / WEIGHTS_FILE)
+        planned.append(_Planned(name, model_dir, config, None))
         # The extended row goes beside each RoPE model; other position encodings have no scaling.
-        if scaling is not None and _saved_config(model_dir).get("rotary", {}).get("type") == "rope":
-            planned.append(_Planned(f"{name}+{scaling['kind']}", model_dir, scaling))
+        if scaling is not None and config.rotary.get("type") == "rope":
+            rotary = rope_scaled_rotary(model_dir, scaling)
+            planned.append(
+                _Planned(
+                    f"{name}+{scaling['kind']}", model_dir, lm_config(model_dir, rotary), rotary
+                )
+            )
     if scaling is not None and len(planned) == len(runs):
-        raise ValueError("--rope-scaling needs RoPE models; none of the checkpoints uses RoPE")
+        raise UsageError("--rope-scaling needs RoPE models; none of the checkpoints uses RoPE")
     return planned
 
 
-def _saved_config(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / CONFIG_FILE).read_text())
-
-
-def _check_vocab(planned: list[_Planned], vocab_size: int) -> None:
+def _check_data(args: argparse.Namespace, planned: list[_Planned], split: Any) -> None:
+    """The models were trained on this corpus' tokenizer (vocabulary size and tokenizer.json)."""
     for item in planned:
-        model_vocab = _saved_config(item.model_dir).get("vocab_size")
-        if model_vocab != vocab_size:
-            raise ValueError(
-                f"checkpoint {str(item.model_dir)!r} has vocab_size {model_vocab} but the data "
-                f"has {vocab_size}: it was trained on another tokenizer"
+        if item.config.vocab_size != split.vocab_size:
+            raise UsageError(
+                f"checkpoint {str(item.model_dir)!r} has vocab_size {item.config.vocab_size} but "
+                f"the data has {split.vocab_size}: it was trained on another tokenizer"
             )
+        check_same_tokenizer(item.model_dir, args.data, "--data")
 
 
-def run_eval_command(argv: list[str]) -> None:
+def _check_memory(
+    args: argparse.Namespace, planned: list[_Planned], lengths: list[int], split: Any, device: str
+) -> None:
+    """Refuse --lengths / --batch-size whose forward pass cannot fit (evaluation.memory)."""
+    scored = scored_target_count(len(split.tokens), max(lengths), args.max_tokens)
+    batch_size = args.batch_size or PERPLEXITY_BATCH_SIZE
+    available = physical_memory_bytes()
+    where = "this machine's"
+    if device == "cuda":
+        properties = torch.cuda.get_device_properties(torch.cuda.current_device())
+        available, where = properties.total_memory, "the GPU's"
+    if available is None:
+        return
+    for item in planned:
+        for length in lengths:
+            rows = min(batch_size, math.ceil(scored / length))
+            needed = forward_activation_bytes(item.config, rows, length)
+            if needed > available:
+                raise UsageError(
+                    f"--lengths {length} with --batch-size {batch_size}: one forward pass of "
+                    f"{rows} window(s) of checkpoint {str(item.model_dir)!r} needs about "
+                    f"{gigabytes(needed)} ({describe_quadratic(item.config, length)}), more than "
+                    f"{where} {gigabytes(available)} of memory; use shorter --lengths or a "
+                    f"smaller --batch-size"
+                )
+
+
+def _check_arguments(args: argparse.Namespace) -> list[int]:
+    """The flag combinations; returns the parsed --lengths ([] without --data)."""
+    if args.data is None and args.tasks is None:
+        raise UsageError("give --data and --lengths (perplexity) and/or --tasks (harness)")
+    if args.data is not None and args.lengths is None:
+        raise UsageError("the following arguments are required: --lengths (with --data)")
+    if args.lengths is not None and args.data is None:
+        raise UsageError("the following arguments are required: --data (with --lengths)")
+    lengths = parse_lengths(args.lengths) if args.lengths is not None else []
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--max-tokens", args.max_tokens),
+        ("--limit", args.limit),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be a positive integer; got {value}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    return lengths
+
+
+def run(argv: list[str]) -> None:
     """Run ``selrope eval`` with the arguments after ``eval`` (see the module docstring).
 
-    User errors (missing directories, bad lengths or JSON, a model/data vocab mismatch, a
-    missing harness data folder) print one ``selrope: error: ...`` line and exit with status 2.
+    Raises:
+        ValueError (``UsageError`` for the flags): missing directories, bad lengths or JSON, a
+            corpus of another vocabulary or tokenizer, a forward pass beyond memory, a missing
+            harness data folder; ``selrope.cli.main`` prints it as one line and exits 2.
     """
     args = build_parser().parse_args(argv)
-    try:
-        if args.data is None and args.tasks is None:
-            raise ValueError("give --data and --lengths (perplexity) and/or --tasks (harness)")
-        if args.data is not None and args.lengths is None:
-            raise ValueError("the following arguments are required: --lengths (with --data)")
-        if args.lengths is not None and args.data is None:
-            raise ValueError("the following arguments are required: --data (with --lengths)")
-        lengths = parse_lengths(args.lengths) if args.lengths is not None else []
-        for flag, value in (
-            ("--batch-size", args.batch_size),
-            ("--max-tokens", args.max_tokens),
-            ("--limit", args.limit),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{flag} must be a positive integer; got {value}")
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available")
-        planned = _plan(args)
-        if args.tasks is not None:
-            harness_plan = _plan_harness(args, planned)
-        if args.data is not None:
-            if not Path(args.data).is_dir():
-                raise ValueError(f"--data {args.data!r} is not a directory")
-            from selrope.data import load_split
-
-            split = load_split(args.data, args.split)
-            _check_vocab(planned, split.vocab_size)
-    except (ValueError, OSError) as error:
-        fail(str(error))
+    lengths = _check_arguments(args)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        planned = _plan(args, device)
+        if args.data is not None:
+            if not Path(args.data).is_dir():
+                raise UsageError(f"--data {args.data!r} is not a directory")
+            from selrope.data import load_split
+
+            split = load_split(args.data, args.split)
+            _check_data(args, planned, split)
+            _check_memory(args, planned, lengths, split, device)
+        if args.tasks is not None:  # last: it writes the task configs
+            harness_plan = _plan_harness(args, planned)
+    except OSError as error:  # a folder that cannot be read: a user error too
+        raise ValueError(str(error)) from None
     if args.data is not None:
         _run_perplexity(args, planned, split, lengths, device)
     if args.tasks is not None:
@@ -205,7 +258,7 @@ def _run_perplexity(
 ) -> None:
     evaluated = []
     for item in planned:
-        model = load_model(item.model_dir, device, item.rope_scaling)
+        model = load_pretrained(item.model_dir, device, rotary=item.rotary).model
         results = evaluate_lengths(
             model,
             split,
@@ -225,7 +278,7 @@ def _run_perplexity(
                 checkpoint=str(item.model_dir),
                 config=model.config.to_dict(),
                 n_parameters=sum(p.numel() for p in model.parameters()),
-                rotary_override=item.rope_scaling,
+                rotary_override=None if item.rotary is None else item.rotary["scaling"],
                 train_length=training_length(item.model_dir),
                 results=results,
             )
@@ -247,12 +300,12 @@ def _plan_harness(args: argparse.Namespace, planned: list[_Planned]) -> list[str
     from selrope.evaluation.harness import write_task_configs
 
     if args.rope_scaling is not None and args.data is None:
-        raise ValueError("--rope-scaling applies to perplexity (--data); not to --tasks alone")
+        raise UsageError("--rope-scaling applies to perplexity (--data); not to --tasks alone")
     for item in planned:
-        if not (item.model_dir / "tokenizer.json").is_file():
+        if not (item.model_dir / TOKENIZER_FILE).is_file():
             raise ValueError(
-                f"checkpoint {str(item.model_dir)!r} holds no tokenizer.json: --tasks scores text, "
-                f"so the corpus tokenizer must lie beside the weights"
+                f"checkpoint {str(item.model_dir)!r} holds no {TOKENIZER_FILE}: --tasks scores "
+                f"text, so the corpus tokenizer must lie beside the weights"
             )
     tasks = _comma_list("--tasks", args.tasks)
     try:
@@ -283,7 +336,7 @@ def _run_harness(
     out = Path(args.out)
     everything, rows = {}, {}
     for item in planned:
-        if item.rope_scaling is not None:
+        if item.rotary is not None:
             continue
         start = time.perf_counter()
         lm = harness_model(item.model_dir, device, args.batch_size or HARNESS_BATCH_SIZE)

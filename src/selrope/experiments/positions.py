@@ -1,0 +1,47 @@
+"""The position encodings a run can name, and the rotary config each name means for a task.
+
+"nope", "rope", "carope" and "selective" are rotary embeddings in every mixer; "sinusoidal" and
+"learned" are absolute baselines (no rotation; a position vector added to the token
+embeddings). "selective" means the task's own Selective RoPE recipe (``TaskSpec``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+POSITIONS = ("nope", "rope", "carope", "selective", "sinusoidal", "learned")
+ABSOLUTE_POSITIONS = ("sinusoidal", "learned")
+# The fixed-RoPE baseline of the Selective RoPE paper uses base 500,000 in every task.
+BASELINE_ROPE = {"type": "rope", "base": 500000.0}
+
+
+def rotary_preset(
+    name: str,
+    selective_recipe: dict[str, Any],
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The rotary config called ``name`` (one of ``POSITIONS``).
+
+    ``options`` maps position names to overrides of their preset, e.g.
+    ``{"selective": {"projection": "full-rank"}}``; only ``options[name]`` applies, so one grid
+    can change one embedding without touching the others.
+    """
+    if name not in POSITIONS:
+        raise ValueError(f"rotary must be one of {', '.join(POSITIONS)}; got {name!r}")
+    options = options or {}
+    unknown = sorted(set(options) - set(POSITIONS))
+    if unknown:
+        raise ValueError(
+            f"rotary_options must map rotary names {POSITIONS} to overrides; got keys {unknown}"
+        )
+    preset = {
+        "rope": dict(BASELINE_ROPE),
+        "carope": {"type": "carope"},
+        "selective": dict(selective_recipe),
+    }.get(name, {"type": "nope"})
+    return {**preset, **options.get(name, {})}
+
+
+def absolute_position(name: str) -> str:
+    """The ``LMConfig.absolute_position`` of position ``name``."""
+    return name if name in ABSOLUTE_POSITIONS else "none"

@@ -1,0 +1,305 @@
+"""The model's configuration: ``LMConfig`` and one config class per mixer kind.
+
+``LMConfig.mixer`` holds a mixer config (or one per layer): ``AttentionConfig``,
+``ForgettingAttentionConfig`` ("fox"), ``GLAConfig`` or ``GatedDeltaNetConfig`` ("gdn"). Each
+mixer config carries only the options of its kind and builds its layer (``MIXER_CONFIGS`` is the
+registry that names them), so a GLA option can never be silently ignored by an attention layer.
+A mixer may also be written as its name (``mixer="gla"``: that kind's defaults) or as a dict
+``{"kind": "gla", "expand_k": 0.5}``. All configs are frozen and check themselves once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from selrope.common import (
+    check_bool,
+    check_choice,
+    check_heads_divide,
+    check_positive_float,
+    check_positive_int,
+    is_finite_number,
+    setting,
+)
+from selrope.layers import Attention, ForgettingAttention, GatedDeltaNet, GatedLinearAttention
+from selrope.layers.blocks import FORMS, head_widths
+from selrope.layers.forgetting_attention import FORGET_BIAS_INIT
+from selrope.layers.gla import DECAYS
+
+ROTARY_SOURCES = ("layer", "embedding")
+ABSOLUTE_POSITIONS = ("none", "sinusoidal", "learned")
+MODEL_TYPE = "selrope"  # config.json names it so that transformers' AutoConfig finds hf.py
+
+
+class MixerConfig:
+    """What every mixer config has: its ``kind`` and a ``build`` of its layer."""
+
+    kind: ClassVar[str]
+
+    def layer_options(self) -> dict[str, Any]:
+        """The layer's keyword arguments (every field of the config)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
+        raise NotImplementedError
+
+    def check(self, model_dim: int, num_heads: int) -> None:
+        """Checks that need the model's width and head count (none by default)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.layer_options()}
+
+
+@dataclass(frozen=True)
+class AttentionConfig(MixerConfig):
+    """Causal softmax attention (no options of its own)."""
+
+    kind: ClassVar[str] = "attention"
+
+    def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
+        return Attention(model_dim, num_heads, rotary)
+
+
+@dataclass(frozen=True)
+class ForgettingAttentionConfig(MixerConfig):
+    """The Forgetting Transformer (FoX): softmax attention with a per-head forget gate."""
+
+    kind: ClassVar[str] = "fox"
+    forget_bias_init: float = setting(
+        FORGET_BIAS_INIT,
+        help="FoX forget-gate bias at initialisation (sigmoid(5) = 0.993: gates start near 1; "
+        "the FoX paper's code starts at 0)",
+    )
+
+    def __post_init__(self) -> None:
+        if not is_finite_number(self.forget_bias_init):
+            raise ValueError(
+                f"forget_bias_init must be a finite float; got {self.forget_bias_init!r}"
+            )
+
+    def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
+        return ForgettingAttention(model_dim, num_heads, rotary, **self.layer_options())
+
+
+@dataclass(frozen=True)
+class _RecurrentConfig(MixerConfig):
+    """Options shared by the linear-recurrent mixers (GLA, Gated DeltaNet)."""
+
+    expand_k: float = setting(1.0, help="q/k width as a multiple of d_model")
+    expand_v: float = setting(1.0, help="v width as a multiple of d_model")
+    use_short_conv: bool = setting(True, help="short causal convs on q, k and v")
+    conv_size: int = setting(4, help="kernel width of the short convs")
+    form: str = setting("chunk", help="chunked or recurrent (loop) kernels")
+    chunk_size: int = setting(64, help="chunk length of the chunked kernels (a power of two)")
+
+    def __post_init__(self) -> None:
+        check_positive_float("expand_k", self.expand_k)
+        check_positive_float("expand_v", self.expand_v)
+        check_bool("use_short_conv", self.use_short_conv)
+        check_positive_int("conv_size", self.conv_size)
+        check_choice("form", self.form, FORMS)
+        check_positive_int("chunk_size", self.chunk_size)
+        if self.chunk_size & (self.chunk_size - 1):
+            raise ValueError(f"chunk_size must be a power of two; got {self.chunk_size}")
+
+    def check(self, model_dim: int, num_heads: int) -> None:
+        head_widths(model_dim, num_heads, self.expand_k, self.expand_v, self.form)
+
+
+@dataclass(frozen=True)
+class GLAConfig(_RecurrentConfig):
+    """Gated Linear Attention: a per-key-channel data-dependent decay."""
+
+    kind: ClassVar[str] = "gla"
+    gate_low_rank_dim: int = setting(16, help="rank of the GLA forget-gate projection")
+    gate_logit_normalizer: float = setting(16.0, help="divisor of the GLA forget-gate logits")
+    tie_pair_decay: bool = setting(
+        False, help="share decays within each rotation pair (an exact complex recurrence)"
+    )
+    decay: str = setting("learned", help="learned, or none (alpha = 1: linear attention)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int("gate_low_rank_dim", self.gate_low_rank_dim)
+        check_positive_float("gate_logit_normalizer", self.gate_logit_normalizer)
+        check_bool("tie_pair_decay", self.tie_pair_decay)
+        check_choice("decay", self.decay, DECAYS)
+
+    def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
+        return GatedLinearAttention(
+            model_dim, num_heads, rotary, norm_eps=norm_eps, **self.layer_options()
+        )
+
+
+@dataclass(frozen=True)
+class GatedDeltaNetConfig(_RecurrentConfig):
+    """Gated DeltaNet: the gated delta rule with a scalar per-head decay."""
+
+    kind: ClassVar[str] = "gdn"
+
+    def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
+        return GatedDeltaNet(
+            model_dim, num_heads, rotary, norm_eps=norm_eps, **self.layer_options()
+        )
+
+
+MIXER_CONFIGS: dict[str, type[MixerConfig]] = {
+    cls.kind: cls
+    for cls in (AttentionConfig, ForgettingAttentionConfig, GLAConfig, GatedDeltaNetConfig)
+}
+MIXERS = tuple(MIXER_CONFIGS)
+MixerSpec = MixerConfig | str | dict[str, Any]
+
+
+def mixer_fields(kind: str) -> tuple[str, ...]:
+    """The option names of mixer ``kind``."""
+    return tuple(f.name for f in dataclasses.fields(MIXER_CONFIGS[kind]))
+
+
+def as_mixer_config(value: MixerSpec) -> MixerConfig:
+    """A mixer config from a config, a kind name, or a dict ``{"kind": ..., <options>}``.
+
+    Raises:
+        ValueError: an unknown kind, or an option that the kind does not have.
+    """
+    if isinstance(value, MixerConfig):
+        return value
+    options = dict(value) if isinstance(value, dict) else {"kind": value}
+    kind = options.pop("kind", None)
+    if kind not in MIXER_CONFIGS:
+        raise ValueError(f"mixer must be one of {', '.join(MIXERS)}; got {kind!r}")
+    unknown = sorted(set(options) - set(mixer_fields(kind)))
+    if unknown:
+        raise ValueError(
+            f"mixer {kind!r} has no option {', '.join(unknown)}; its options: "
+            f"{', '.join(mixer_fields(kind)) or 'none'}"
+        )
+    return MIXER_CONFIGS[kind](**options)
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Every option of the language model (the mixer's own options live in its config)."""
+
+    vocab_size: int = setting(required=True, help="number of tokens (set by the task)")
+    d_model: int = setting(128, help="model width d")
+    n_layers: int = setting(2, help="number of blocks")
+    n_heads: int = setting(4, help="heads per mixer (must divide d_model)")
+    mixer: MixerConfig | tuple[MixerConfig, ...] = setting(
+        "gla",
+        help="attention | fox (Forgetting Transformer) | gla | gdn for every layer, or one per "
+        "layer (hybrids)",
+    )
+    rotary: dict[str, Any] = setting(
+        default_factory=lambda: {"type": "nope"},
+        help="rotary embedding config for selrope.rotary.build_rotary (same in every layer)",
+    )
+    rotary_source: str = setting(
+        "layer",
+        help="what the rotary embedding reads: layer (each mixer's normalised input) or "
+        "embedding (the token embeddings, shared by all layers)",
+    )
+    absolute_position: str = setting(
+        "none", help="none, sinusoidal or learned: an absolute position embedding (a baseline)"
+    )
+    max_positions: int = setting(4096, help="size of the learned position table")
+    mlp_ratio: float = setting(4.0, help="SwiGLU inner width / d_model; 0: no MLP sublayer")
+    norm_eps: float = setting(1e-6, help="RMSNorm epsilon")
+    tie_embeddings: bool = setting(False, help="share the embedding and LM-head matrices")
+    init_std: float = setting(
+        0.02, help="std of the normal init of embeddings and the linear weights"
+    )
+
+    def __post_init__(self) -> None:
+        # Normalise once (frozen: through object.__setattr__): the rotary config a plain dict
+        # (JSON-serialisable), the mixer a config or a tuple of them.
+        rotary = self.rotary
+        rotary = dataclasses.asdict(rotary) if dataclasses.is_dataclass(rotary) else dict(rotary)
+        object.__setattr__(self, "rotary", rotary)
+        mixer = self.mixer
+        if isinstance(mixer, (list, tuple)):
+            mixer = tuple(as_mixer_config(m) for m in mixer)
+        else:
+            mixer = as_mixer_config(mixer)
+        object.__setattr__(self, "mixer", mixer)
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions"):
+            check_positive_int(name, getattr(self, name))
+        check_heads_divide("d_model", self.d_model, self.n_heads)
+        if isinstance(self.mixer, tuple) and len(self.mixer) != self.n_layers:
+            raise ValueError(
+                f"mixer as a list needs one entry per layer (n_layers={self.n_layers}); "
+                f"got {len(self.mixer)}"
+            )
+        check_choice("rotary_source", self.rotary_source, ROTARY_SOURCES)
+        check_choice("absolute_position", self.absolute_position, ABSOLUTE_POSITIONS)
+        check_positive_float("norm_eps", self.norm_eps)
+        check_positive_float("init_std", self.init_std)
+        if not is_finite_number(self.mlp_ratio) or self.mlp_ratio < 0:
+            raise ValueError(f"mlp_ratio must be a float >= 0; got {self.mlp_ratio!r}")
+        check_bool("tie_embeddings", self.tie_embeddings)
+        for mixer in self.layer_mixer_configs():
+            mixer.check(self.d_model, self.n_heads)
+
+    def layer_mixer_configs(self) -> list[MixerConfig]:
+        """The mixer config of each layer."""
+        if isinstance(self.mixer, tuple):
+            return list(self.mixer)
+        return [self.mixer] * self.n_layers
+
+    def layer_mixers(self) -> list[str]:
+        """The mixer kind of each layer."""
+        return [mixer.kind for mixer in self.layer_mixer_configs()]
+
+    def build_mixer(self, layer: int) -> nn.Module:
+        """The mixer layer of block ``layer``."""
+        mixer = self.layer_mixer_configs()[layer]
+        return mixer.build(self.d_model, self.n_heads, self.rotary, self.norm_eps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data; mixers as ``{"kind": ..., <options>}`` (a list for hybrids)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        mixers = self.mixer if isinstance(self.mixer, tuple) else None
+        values["mixer"] = (
+            [m.to_dict() for m in mixers] if mixers is not None else self.mixer.to_dict()
+        )
+        values["rotary"] = dict(self.rotary)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> LMConfig:
+        """The config of ``values`` (``to_dict`` output, or a config.json with ``"model_type":
+        "selrope"``). Flat configs written before mixers had their own configs (``"mixer":
+        "gla", "expand_k": 0.5, ...`` at the top) are read too: each such key goes to the
+        mixers that have it. ValueError on unknown keys."""
+        values = dict(values)
+        if values.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {values['model_type']!r}")
+        values.pop("model_type", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        flat_mixer_keys = {
+            name for kind in MIXERS for name in mixer_fields(kind) if name in values
+        } - known
+        if flat_mixer_keys:
+            flat = {name: values.pop(name) for name in flat_mixer_keys}
+            values["mixer"] = _with_flat_options(values.get("mixer", "gla"), flat)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown LMConfig keys {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+
+def _with_flat_options(mixer: Any, flat: dict[str, Any]) -> Any:
+    """``mixer`` (a kind, a dict or a list of them) with each flat option given to the mixers
+    whose kind has it (an old flat config.json stored every option for every kind)."""
+    if isinstance(mixer, (list, tuple)):
+        return [_with_flat_options(m, flat) for m in mixer]
+    options = dict(mixer) if isinstance(mixer, dict) else {"kind": mixer}
+    kind = options.get("kind")
+    if kind in MIXER_CONFIGS:
+        names = mixer_fields(kind)
+        options.update({k: v for k, v in flat.items() if k in names and k not in options})
+    return options
