@@ -67,6 +67,7 @@ def test_info_on_llmc_shards_needs_vocab_size_and_eos_id(tmp_path, capsys):
         (["--input", "{folder}", "--tokenizer", "byte", "--out", "{tmp}/file/c"], "is a file"),
         (["--input", "{folder}", "--tokenizer", "byte", "--out", "{folder}/c"], "lies inside"),
         (["--input", "{folder}", "--tokenizer", "byte", "--bogus"], "unrecognized arguments"),
+        (["--input", "{folder}", "--tokenizer", "byte", "--seed", "-1"], "--seed: must be a non"),
     ],
 )
 def test_prepare_command_refusals(folder, tmp_path, capsys, arguments, message):

@@ -34,6 +34,13 @@ def count(text: str) -> int:
     return int(match[1]) * SCALE[match[2]]
 
 
+def non_negative(text: str) -> int:
+    """A seed: ``"0"``, ``"17"``; a negative or non-integer value is refused."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}")
+    return int(text)
+
+
 def patterns(text: str) -> list[str]:
     """``"a*,b*"`` -> ``["a*", "b*"]``."""
     return [pattern for pattern in text.split(",") if pattern]
@@ -82,7 +89,10 @@ def add_prepare_arguments(prepare: argparse.ArgumentParser) -> None:
         help="documents whose names match one of these fnmatch patterns form the validation split",
     )
     prepare.add_argument(
-        "--seed", type=int, default=argparse.SUPPRESS, help="seed of the document split (0)"
+        "--seed",
+        type=non_negative,
+        default=argparse.SUPPRESS,
+        help="seed of the document split (0)",
     )
     prepare.add_argument(
         "--text-field",
