@@ -487,6 +487,84 @@ def settle_tokenizer(
     return tokenizer.to_str(pretty=True).encode(), EOS_TOKEN, tokenizer.token_to_id(EOS_TOKEN)
 
 
+def load_or_make_tokenizer(
+    out: Path,
+    action: str,
+    spec: Any,
+    plan: Any,
+    rule: Any,
+    tokenizer: str,
+    eos_token: str | None,
+    sample_bytes: int,
+    note: Any,
+) -> tuple[bytes, str, int]:
+    """The tokenizer's JSON bytes, end-of-text token and id: those of the unfinished prepare
+    being resumed in ``out``, else made (a BPE trained on the train documents' sample)."""
+    state = read_json(out / PREPARE_FILE) if action == "resume" else None
+    if state is not None and (out / TOKENIZER_FILE).is_file():
+        return (out / TOKENIZER_FILE).read_bytes(), state["eos_token"], state["eos_id"]
+    if note and spec.kind == "bpe":
+        note(f"training {tokenizer} on the first {sample_bytes:,} bytes of the train documents")
+    return settle_tokenizer(spec, plan, rule.is_val, eos_token, sample_bytes)
+
+
+def document_batches(
+    reader: InputReader, rule: Any, writers: dict[str, ShardWriter], as_bytes: bool, counts: dict
+) -> Iterator[Batch]:
+    """The documents still to write, in input order, in batches of about ``BATCH_CHARS``;
+    ``counts`` gathers the documents seen and each split's bytes."""
+    batch = Batch()
+    names = rule.needs_names
+    for document in reader.documents():
+        counts["documents"] += 1
+        ordinal, text = document.ordinal, document.text
+        split = "val" if rule.is_val(ordinal, document.name if names else "") else "train"
+        data = text.encode("utf-8")
+        counts[split] += len(data)
+        skip = writers[split].tokens_to_skip(ordinal)
+        if skip is None:
+            continue
+        batch.texts.append(data if as_bytes else text)  # the byte encoder takes UTF-8 bytes
+        batch.splits.append(split)
+        batch.ordinals.append(ordinal)
+        batch.skips.append(skip)
+        batch.chars += len(text)
+        if batch.chars >= BATCH_CHARS:
+            yield batch
+            batch = Batch()
+    if batch.texts:
+        yield batch
+
+
+def tokenise_documents(
+    reader: InputReader,
+    rule: Any,
+    writers: dict[str, ShardWriter],
+    encoder: DocumentEncoder,
+    workers: int,
+    progress: bool,
+) -> dict[str, int]:
+    """Encode and write every document still missing (a progress bar of MB/s and tokens);
+    return the bytes of text each split holds."""
+    counts = {"documents": 0, **dict.fromkeys(SPLITS, 0)}
+    batches = document_batches(reader, rule, writers, encoder.kind == "byte", counts)
+    written = 0
+    with tqdm(total=reader.plan.bytes, unit="B", unit_scale=True, disable=not progress,
+              desc="tokenising", file=sys.stderr) as bar:  # fmt: skip
+        for batch, tokens, lengths in encoded(batches, encoder, workers):
+            write_batch(writers, batch, tokens, lengths)
+            written += int(lengths.sum())
+            bar.set_postfix_str(f"{written:,} tokens", refresh=False)
+            bar.update(reader.bytes_read - bar.n)
+        bar.update(reader.bytes_read - bar.n)
+    if counts["documents"] != reader.plan.documents:
+        raise ValueError(
+            f"--input: {counts['documents']} documents read but {reader.plan.documents} counted "
+            "before: an input changed while it was read; run again"
+        )
+    return {split: counts[split] for split in SPLITS}
+
+
 def prepare_corpus(
     inputs: Sequence[str | Path] | None,
     tokenizer: str,
@@ -563,19 +641,10 @@ def prepare_corpus(
         if skipped["reason"].startswith("not text"):
             note(f"skipped {skipped['path']}: {skipped['reason']}")
 
-    state = read_json(out / PREPARE_FILE) if action == "resume" else None
-    if state is not None and (out / TOKENIZER_FILE).is_file():
-        tokenizer_bytes = (out / TOKENIZER_FILE).read_bytes()
-        eos_name, eos_id = state["eos_token"], state["eos_id"]
-    else:
-        if note and spec.kind == "bpe":
-            note(f"training {tokenizer} on the first {tokenizer_sample_bytes:,} bytes of the "
-                 "train documents")  # fmt: skip
-        tokenizer_bytes, eos_name, eos_id = settle_tokenizer(
-            spec, plan, rule.is_val, eos_token, tokenizer_sample_bytes
-        )
-    hf_tokenizer = Tokenizer.from_str(tokenizer_bytes.decode())
-    vocab_size = vocab_size_of(hf_tokenizer)
+    tokenizer_bytes, eos_name, eos_id = load_or_make_tokenizer(
+        out, action, spec, plan, rule, tokenizer, eos_token, tokenizer_sample_bytes, note
+    )
+    vocab_size = vocab_size_of(Tokenizer.from_str(tokenizer_bytes.decode()))
     dtype = token_dtype(vocab_size)
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / TOKENIZER_FILE, tokenizer_bytes)
@@ -597,48 +666,8 @@ def prepare_corpus(
         kept = {split: len(writer.shards) for split, writer in writers.items()}
         note(f"resuming in {out}: keeping {kept['train']} train and {kept['val']} val shards")
     reader = InputReader(plan)
-    split_bytes = dict.fromkeys(SPLITS, 0)
-    seen = [0]
-
-    def batches() -> Iterator[Batch]:
-        batch = Batch()
-        names = rule.needs_names
-        as_bytes = spec.kind == "byte"  # the byte encoder takes the UTF-8 bytes themselves
-        for document in reader.documents():
-            seen[0] += 1
-            ordinal, text = document.ordinal, document.text
-            split = "val" if rule.is_val(ordinal, document.name if names else "") else "train"
-            data = text.encode("utf-8")
-            split_bytes[split] += len(data)
-            skip = writers[split].tokens_to_skip(ordinal)
-            if skip is None:
-                continue
-            batch.texts.append(data if as_bytes else text)
-            batch.splits.append(split)
-            batch.ordinals.append(ordinal)
-            batch.skips.append(skip)
-            batch.chars += len(text)
-            if batch.chars >= BATCH_CHARS:
-                yield batch
-                batch = Batch()
-        if batch.texts:
-            yield batch
-
     encoder = DocumentEncoder(spec.kind, tokenizer_bytes.decode(), eos_id, dtype)
-    written = 0
-    with tqdm(total=plan.bytes, unit="B", unit_scale=True, disable=not progress,
-              desc="tokenising", file=sys.stderr) as bar:  # fmt: skip
-        for batch, tokens, lengths in encoded(batches(), encoder, workers):
-            write_batch(writers, batch, tokens, lengths)
-            written += int(lengths.sum())
-            bar.set_postfix_str(f"{written:,} tokens", refresh=False)
-            bar.update(reader.bytes_read - bar.n)
-        bar.update(reader.bytes_read - bar.n)
-    if seen[0] != plan.documents:
-        raise ValueError(
-            f"--input: {seen[0]} documents read but {plan.documents} counted before: an input "
-            "changed while it was read; run again"
-        )
+    split_bytes = tokenise_documents(reader, rule, writers, encoder, workers, progress)
     for writer in writers.values():
         writer.finish(eos_id)
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from selrope.common.files import TOKENIZER_FILE
 from selrope.data.shards import (
     ShardHeader,
     TokenStream,
@@ -53,7 +54,7 @@ FORMAT = "selrope.data"
 FORMAT_VERSION = 2
 LEGACY_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-TOKENIZER_FILE = "tokenizer.json"
+
 SPLITS = ("train", "val")
 TOKEN_DTYPES = ("uint16", "uint32")
 

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from selrope.common.files import TOKENIZER_FILE
 from selrope.common.memory import gigabytes, physical_memory_bytes
 from selrope.models.lm import (
     CONFIG_FILE,
@@ -39,7 +40,6 @@ from selrope.models.lm import (
     parameter_count,
 )
 
-TOKENIZER_FILE = "tokenizer.json"
 # Loading holds the model (float32) and the tensors read from the file at the same time.
 LOAD_BYTES_PER_PARAMETER = 8
 # safetensors dtype names -> bytes per element (the format's own table).
