@@ -23,7 +23,7 @@ from selrope.common import field_help
 from selrope.layers.blocks import FORMS
 from selrope.layers.gla import DECAYS
 from selrope.models import MIXER_CONFIGS, LMConfig
-from selrope.models.config import MIXERS, ROTARY_SOURCES
+from selrope.models.config import MIXERS, MLP_WIDTH_RULES, ROTARY_SOURCES
 from selrope.tasks import TASK_SPECS, task_spec
 from selrope.tasks.language_modeling import PACKINGS
 from selrope.training import TrainConfig
@@ -40,6 +40,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rotary": POSITIONS,
     "rotaries": POSITIONS,
     "rotary_source": ROTARY_SOURCES,
+    "mlp_width_rule": MLP_WIDTH_RULES,
     "decay": DECAYS,
     "form": FORMS,
     "precision": PRECISIONS,
@@ -211,7 +212,8 @@ def flatten_config(values: dict[str, Any], where: str) -> dict[str, Any]:
         key = key.replace("-", "_")
         if key == "task" and isinstance(value, dict):
             params = dict(value)
-            flat["task"] = params.pop("name", "state_tracking")
+            if "name" in params:  # a later file may change a task's parameters only
+                flat["task"] = params.pop("name")
             flat.update(params)
         elif key in ("model", "train", "run") and isinstance(value, dict):
             flat.update(_section_keys(key, value))

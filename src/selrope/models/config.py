@@ -31,6 +31,10 @@ from selrope.layers.forgetting_attention import FORGET_BIAS_INIT
 from selrope.layers.gla import DECAYS
 
 ROTARY_SOURCES = ("layer", "embedding")
+# How the SwiGLU inner width follows from mlp_ratio: "ratio" round(mlp_ratio * d); "two_thirds"
+# the LLaMA / flash-linear-attention rule, 2/3 of that rounded up to a multiple of mlp_multiple_of
+# (d 1,024, ratio 4: 2,816), which the papers' models use.
+MLP_WIDTH_RULES = ("ratio", "two_thirds")
 ABSOLUTE_POSITIONS = ("none", "sinusoidal", "learned")
 MODEL_TYPE = "selrope"  # config.json names it so that transformers' AutoConfig finds hf.py
 
@@ -208,6 +212,12 @@ class LMConfig:
     )
     max_positions: int = setting(4096, help="size of the learned position table")
     mlp_ratio: float = setting(4.0, help="SwiGLU inner width / d_model; 0: no MLP sublayer")
+    mlp_width_rule: str = setting(
+        "ratio",
+        help="ratio (inner width round(mlp_ratio x d)) or two_thirds (the LLaMA / fla rule: 2/3 "
+        "of it, rounded up to a multiple of mlp_multiple_of)",
+    )
+    mlp_multiple_of: int = setting(256, help="the two_thirds rule rounds up to this multiple")
     norm_eps: float = setting(1e-6, help="RMSNorm epsilon")
     tie_embeddings: bool = setting(False, help="share the embedding and LM-head matrices")
     init_std: float = setting(
@@ -241,8 +251,19 @@ class LMConfig:
         if not is_finite_number(self.mlp_ratio) or self.mlp_ratio < 0:
             raise ValueError(f"mlp_ratio must be a float >= 0; got {self.mlp_ratio!r}")
         check_bool("tie_embeddings", self.tie_embeddings)
+        check_choice("mlp_width_rule", self.mlp_width_rule, MLP_WIDTH_RULES)
+        check_positive_int("mlp_multiple_of", self.mlp_multiple_of)
         for mixer in self.layer_mixer_configs():
             mixer.check(self.d_model, self.n_heads)
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        """The SwiGLU inner width (0: no MLP sublayer), by ``mlp_width_rule``."""
+        width = self.mlp_ratio * self.d_model
+        if self.mlp_width_rule == "ratio" or width == 0:
+            return round(width)
+        multiple = self.mlp_multiple_of
+        return multiple * -(-int(2 * width / 3) // multiple)
 
     def layer_mixer_configs(self) -> list[MixerConfig]:
         """The mixer config of each layer."""

@@ -43,7 +43,7 @@ class Block(nn.Module):
         super().__init__()
         self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mixer = config.build_mixer(layer)
-        hidden = round(config.mlp_ratio * config.d_model)
+        hidden = config.mlp_hidden_size
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps) if hidden else None
         self.mlp = SwiGLU(config.d_model, hidden) if hidden else None
 

@@ -1,0 +1,88 @@
+"""The papers' recipes (configs/): the reference parameter counts, and each CPU twin trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from selrope.cli import main
+from selrope.experiments import rotary_preset
+from selrope.models import LMConfig, parameter_count
+from selrope.tasks import task_spec
+
+RECIPES = Path(__file__).parents[2] / "configs" / "selective_rope"
+LM_RECIPES = sorted(RECIPES.glob("lm_*.yaml"))
+VOCAB = 32000  # Mistral-7B's tokenizer, the paper's
+
+
+def recipe_model(path: Path) -> LMConfig:
+    recipe = yaml.safe_load(path.read_text())
+    rotary = rotary_preset(recipe["position"], task_spec("lm").selective_recipe)
+    return LMConfig.from_dict({**recipe["model"], "vocab_size": VOCAB, "rotary": rotary})
+
+
+def reference_count(mixer: str) -> int:
+    """The parameters of the reference implementation of the recipe's NoPE model."""
+    with torch.device("meta"):
+        if mixer == "transformer":
+            transformers = pytest.importorskip("transformers")
+            config = transformers.LlamaConfig(
+                vocab_size=VOCAB, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                num_key_value_heads=16, intermediate_size=2816, tie_word_embeddings=False,
+            )  # fmt: skip
+            model = transformers.LlamaForCausalLM(config)
+        else:
+            fla = pytest.importorskip("fla.models", reason="fla's models: flash-linear-attention")
+            common = {"vocab_size": VOCAB, "hidden_size": 1024, "num_hidden_layers": 24,
+                      "tie_word_embeddings": False, "use_short_conv": True}  # fmt: skip
+            if mixer == "gla":
+                config = fla.GLAConfig(num_heads=4, expand_k=0.5, expand_v=1.0, **common)
+                model = fla.GLAForCausalLM(config)
+            else:
+                config = fla.GatedDeltaNetConfig(num_heads=8, head_dim=128, expand_v=1.0, **common)
+                model = fla.GatedDeltaNetForCausalLM(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("mixer", ["gla", "gdn", "transformer"])
+def test_nope_recipes_have_the_reference_parameter_counts(mixer):
+    ours = parameter_count(recipe_model(RECIPES / f"lm_{mixer}_nope.yaml"))
+    assert ours == reference_count(mixer)
+    assert ours == parameter_count(recipe_model(RECIPES / f"lm_{mixer}_rope.yaml"))
+    # Selective RoPE adds its projection, conv and gate: about 70K a layer (notes C.5).
+    added = parameter_count(recipe_model(RECIPES / f"lm_{mixer}_selective.yaml")) - ours
+    assert 0 < added / 24 < 100_000
+
+
+def test_the_two_thirds_rule_is_fla_and_llama_width():
+    assert recipe_model(RECIPES / "lm_gla_nope.yaml").mlp_hidden_size == 2816
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("recipes")
+    (root / "text").mkdir()
+    for i in range(8):
+        words = " ".join(f"word{(i * 7 + j * j) % 31}" for j in range(300))
+        (root / "text" / f"doc{i}.txt").write_text(words)
+    main(["data", "prepare", "--input", str(root / "text"), "--tokenizer", "byte", "--out",
+          str(root / "corpus"), "--quiet"])  # fmt: skip
+    return root / "corpus"
+
+
+@pytest.mark.parametrize("recipe", LM_RECIPES, ids=lambda path: path.stem)
+def test_each_recipes_cpu_twin_trains(recipe, corpus, tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--config", str(recipe), "--config", str(RECIPES / "cpu_twin.yaml"),
+          "--data", str(corpus), "--out", str(out)])  # fmt: skip
+    record = json.loads((out / "run.json").read_text())
+    wanted = yaml.safe_load(recipe.read_text())
+    assert record["model"]["mixer"]["kind"] == wanted["model"]["mixer"]["kind"]
+    assert record["position"] == wanted["position"] and record["train"]["betas"] == [0.9, 0.95]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    losses = [row["loss"] for row in rows if row["split"] == "train"]
+    assert len(losses) == 8 and losses[-1] < losses[0]
