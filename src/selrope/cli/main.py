@@ -17,7 +17,8 @@ Train and compare models with input-dependent rotary position embeddings.
 commands:
   train     train one model on a task or a corpus
   compare   train a grid (mixers x position encodings x seeds) and tabulate it
-  data      prepare a text corpus for language modelling (data prepare)
+  plan      what a run will cost: parameters, FLOPs, tokens, memory per GPU, time
+  data      prepare a text corpus for language modelling (data prepare) or check one (info)
   eval      perplexity of trained language models against context length; lm-eval tasks
   analyze   figures and reports: theory demos, inside trained models, training runs
   theory    print the theory checks (softmax as random rotations, rotation leakage)
@@ -38,6 +39,7 @@ SELROPE_TRITON=0 turns the fused CUDA rotary kernel off; SELROPE_FLA=1 runs fla'
 COMMANDS = {
     "train": "train",
     "compare": "train",
+    "plan": "plan",
     "data": "data",
     "eval": "eval",
     "analyze": "analyze",
@@ -56,16 +58,21 @@ def dispatch(argv: list[str]) -> None:
         module.run(rest)
 
 
+def usage(argv: list[str]) -> None:
+    """The command list: on stdout when asked for (exit 0), else on stderr (exit 2)."""
+    asked = bool(argv) and argv[0] in ("-h", "--help")
+    print(USAGE, end="", file=sys.stdout if asked else sys.stderr)
+    if argv and not asked:
+        print(f"selrope: error: unknown command {argv[0]!r}", file=sys.stderr)
+    raise SystemExit(0 if asked else 2)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        asked = bool(argv) and argv[0] in ("-h", "--help")
-        print(USAGE, end="", file=sys.stdout if asked else sys.stderr)
-        if argv and not asked:
-            print(f"selrope: error: unknown command {argv[0]!r}", file=sys.stderr)
-        raise SystemExit(0 if asked else 2)
-    keep_freed_memory()
     try:
+        if not argv or argv[0] not in COMMANDS:
+            usage(argv)
+        keep_freed_memory()
         dispatch(argv)
     except (ValueError, FileNotFoundError) as error:
         # The library's checks name the argument and what was expected: a user error, one line.

@@ -30,6 +30,7 @@ from tokenizers import Tokenizer, decoders, models, trainers
 from tokenizers.pre_tokenizers import ByteLevel
 
 EOS_TOKEN = "<|endoftext|>"
+"""The end-of-text token selrope's own tokenizers use (GPT-2's)."""
 # End-of-text tokens of well-known tokenizer files, looked for in this order.
 EOS_CANDIDATES = (EOS_TOKEN, "<|end_of_text|>", "</s>", "<eos>", "<|eos|>", "[EOS]")
 MIN_BPE_VOCAB = 256 + 1  # the byte alphabet and EOS

@@ -8,7 +8,8 @@ from .positions import ABSOLUTE_POSITIONS, BASELINE_ROPE, POSITIONS, rotary_pres
 from .results import format_table, write_results
 from .runner import check_grid, grid_runs, run_grid, run_one
 
-ROTARY_NAMES = POSITIONS  # the name the command line and older code use
+ROTARY_NAMES = POSITIONS
+"""``POSITIONS`` under the name the command line and older code use."""
 
 __all__ = [
     "ABSOLUTE_POSITIONS",

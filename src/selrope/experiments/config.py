@@ -4,8 +4,10 @@
 the model (``LMConfig``, with one config per mixer), the training (``TrainConfig``: seed and
 folder included) and how the run starts (``Start``). ``build_run`` makes it from option values
 sorted by section (``options.sort_options`` does that for flags and config files) and
-builds the task's data with it, since the model's vocabulary comes from the data. A run's
-``run.json`` is ``RunConfig.to_dict()``; it reads back as a ``--config`` file.
+builds the task's data with it, since the model's vocabulary comes from the data;
+``model_and_train_configs`` is its model and training half for a vocabulary given (``selrope
+plan`` uses it without building any data). A run's ``run.json`` is ``RunConfig.to_dict()``;
+it reads back as a ``--config`` file.
 """
 
 from __future__ import annotations
@@ -133,6 +135,43 @@ def mixer_configs(mixer: Any, options: dict[str, Any]) -> Any:
     return built if isinstance(mixer, (list, tuple)) else built[0]
 
 
+def model_and_train_configs(
+    sections: dict[str, dict[str, Any]], vocab_size: int
+) -> tuple[LMConfig, TrainConfig]:
+    """The model and training configs of option values sorted by section (as ``build_run``
+    reads them) for a vocabulary of ``vocab_size``: ``build_run`` without the task's data.
+
+    Raises:
+        ValueError: any value a config refuses, naming it.
+    """
+    run = sections.get("run", {})
+    spec = task_spec(run.get("task", "state_tracking"))
+    position = _position(run)
+    rotary_options = run.get("rotary_options", {})
+    if rotary_options and not set(rotary_options) & set(POSITIONS):
+        rotary_options = {position: rotary_options}  # train: the overrides of its one rotary
+    model = LMConfig(
+        vocab_size=vocab_size,
+        mixer=mixer_configs(run.get("mixer", "gla"), sections.get("mixer", {})),
+        rotary=rotary_preset(position, spec.selective_recipe, rotary_options),
+        absolute_position=absolute_position(position),
+        **sections.get("model", {}),
+    )
+    seed, out = run.get("seed", 0), _out_dir(run)
+    train = TrainConfig(**{**sections.get("train", {}), "seed": seed, "out_dir": out})
+    return model, train
+
+
+def _out_dir(run: dict[str, Any]) -> str:
+    if not str(run.get("out", "")).strip():
+        raise ValueError(f"--out must name a folder; got {run.get('out', '')!r}")
+    return run["out"]
+
+
+def _position(run: dict[str, Any]) -> str:
+    return run.get("rotary", "selective")
+
+
 def build_run(sections: dict[str, dict[str, Any]]) -> tuple[RunConfig, TaskData]:
     """The run of option values sorted by section, and its task's data.
 
@@ -145,31 +184,18 @@ def build_run(sections: dict[str, dict[str, Any]]) -> tuple[RunConfig, TaskData]
         ValueError: any value a config refuses, naming it.
     """
     run = sections.get("run", {})
-    if not str(run.get("out", "")).strip():
-        raise ValueError(f"--out must name a folder; got {run.get('out', '')!r}")
+    _out_dir(run)  # refused before any data is built
     spec = task_spec(run.get("task", "state_tracking"))
-    seed = run.get("seed", 0)
     task_params = dict(sections.get("task", {}))
     for name in spec.required:
         if task_params.get(name) in (None, ""):
             raise ValueError(f"--{name.replace('_', '-')} is required for --task {spec.name}")
-    data = build_task(spec.name, seed=seed, **task_params)
-    position = run.get("rotary", "selective")
-    rotary_options = run.get("rotary_options", {})
-    if rotary_options and not set(rotary_options) & set(POSITIONS):
-        rotary_options = {position: rotary_options}  # train: the overrides of its one rotary
-    model = LMConfig(
-        vocab_size=data.vocab_size,
-        mixer=mixer_configs(run.get("mixer", "gla"), sections.get("mixer", {})),
-        rotary=rotary_preset(position, spec.selective_recipe, rotary_options),
-        absolute_position=absolute_position(position),
-        **sections.get("model", {}),
-    )
-    train = TrainConfig(**{**sections.get("train", {}), "seed": seed, "out_dir": run["out"]})
+    data = build_task(spec.name, seed=run.get("seed", 0), **task_params)
+    model, train = model_and_train_configs(sections, data.vocab_size)
     config = RunConfig(
         task=spec.name,
         task_params={**spec.defaults(), **task_params},
-        position=position,
+        position=_position(run),
         model=model,
         train=train,
         start=start_mode(run),

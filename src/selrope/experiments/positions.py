@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 POSITIONS = ("nope", "rope", "carope", "selective", "sinusoidal", "learned")
+"""The position encodings a run can name (``--rotary``)."""
 ABSOLUTE_POSITIONS = ("sinusoidal", "learned")
+"""The absolute baselines among them (no rotation; a vector added to the embeddings)."""
 # The fixed-RoPE baseline of the Selective RoPE paper uses base 500,000 in every task.
 BASELINE_ROPE = {"type": "rope", "base": 500000.0}
+"""The fixed-RoPE baseline of the Selective RoPE paper (base 500,000 in every task)."""
 
 
 def rotary_preset(

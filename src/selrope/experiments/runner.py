@@ -23,6 +23,8 @@ from selrope.training import RunFolder, Start, Trainer, is_main_process
 from selrope.training.callbacks import build_loggers
 from selrope.training.checkpoint import STATE_FILE, read_state
 from selrope.training.run_folder import LEGACY_FILES, is_empty, remove_outputs, selrope_outputs
+from selrope.training.sharded_checkpoint import check_sharded_checkpoint, is_sharded_checkpoint
+from selrope.training.sharding import full_state_dict, is_sharded
 from selrope.training.trainer import check_resumable, check_training_data, training_world
 
 from .config import RunConfig, build_run, identity_differences, identity_of
@@ -84,6 +86,8 @@ def resume_check(config: RunConfig, folder: RunFolder):
                     "compile and log may change; or start over with --overwrite)"
                 )
         state = read_state(checkpoint / STATE_FILE)
+        if is_sharded_checkpoint(checkpoint):
+            check_sharded_checkpoint(checkpoint)
         check_resumable(state.get("config"), config.train)
 
     return check
@@ -120,6 +124,17 @@ def result_rows(config: RunConfig, data: TaskData, final: dict[str, Any]) -> lis
     ]
 
 
+def whole_model(model: LanguageModel, config: RunConfig) -> LanguageModel:
+    """``model`` itself, or for an FSDP run an unsharded copy with the gathered weights."""
+    if not is_sharded(model):
+        return model
+    weights = full_state_dict(model)
+    whole = LanguageModel(config.model)
+    if weights:  # rank 0 receives the gathered weights; the other ranks an empty dict
+        whole.load_state_dict(weights)
+    return whole
+
+
 def save_model(model: LanguageModel, config: RunConfig, folder: RunFolder, params: dict) -> None:
     """``model/``: the final weights and config, with the data's files a model keeps."""
     model.save_pretrained(folder.model_dir)
@@ -153,8 +168,9 @@ def run_one(sections: Sections, progress: bool = True) -> list[dict[str, Any]]:
             task_spec(config.task).headline_metric,
         )
         final = trainer.train()
+        whole = whole_model(model, config)  # every rank takes part in gathering FSDP shards
         if world.is_main:
-            save_model(model, config, folder, data.params)
+            save_model(whole, config, folder, data.params)
     return result_rows(config, data, final)
 
 

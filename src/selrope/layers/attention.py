@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from selrope.ops import attention_with_cache
+from selrope.ops.attention_common import visible_keys
 from selrope.rotary import build_rotary
 
 
@@ -16,11 +17,14 @@ class AttentionCache(NamedTuple):
 
     keys, values: ``(B, S, H, D)`` every past token's (already rotated) key and value.
     rotary_state: the rotary embedding's streaming state (None for NoPE).
+    key_visible: ``(B, S)`` bool, the cached tokens the next one may attend to: those of its
+        row's last document, never pads nor earlier packed documents; None: all of them.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     rotary_state: Any
+    key_visible: torch.Tensor | None = None
 
 
 class Attention(nn.Module):
@@ -75,6 +79,16 @@ class Attention(nn.Module):
         )
         return q, k, v, rotary_state
 
+    # The op over the rotated q, k, v: ``op(q, k, v, *op_inputs(x), *cache_args,
+    # segment_ids=..., cache_visible=...) -> (o, *new cache_args)``, where cache_args are the
+    # fields of ``cache_type`` before its rotary_state (none to start a sequence).
+    op = staticmethod(attention_with_cache)
+    cache_type = AttentionCache
+
+    def op_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The op's inputs read from x ``(B, T, d)`` besides q, k, v: none here."""
+        return ()
+
     def forward(
         self,
         x: torch.Tensor,
@@ -86,12 +100,28 @@ class Attention(nn.Module):
 
         ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
         ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``):
-        attention stays within each document and rotary angles restart. The cache keeps every
-        token's key and value (cached tokens count as the first document of the next call).
+        attention stays within each document and rotary angles restart. The cache (a
+        ``cache_type``) keeps what every token leaves to later ones, here its key and value;
+        cached tokens count as the first document of the next call, which sees only the cached
+        keys of the row's last document (``key_visible``: the pads of a padded batch stay
+        invisible).
         """
         B, T, _ = x.shape
         past_rotary = None if cache is None else cache.rotary_state
         q, k, v, rotary_state = self.rotated_qkv(x, past_rotary, rotary_input, segment_ids)
-        past_k, past_v = (None, None) if cache is None else (cache.keys, cache.values)
-        o, keys, values = attention_with_cache(q, k, v, past_k, past_v, segment_ids=segment_ids)
-        return self.o_proj(o.reshape(B, T, -1)), AttentionCache(keys, values, rotary_state)
+        cache_args = () if cache is None else tuple(cache)[:-2]
+        past_visible = None if cache is None else cache.key_visible
+        o, *new_cache = self.op(
+            q,
+            k,
+            v,
+            *self.op_inputs(x),
+            *cache_args,
+            segment_ids=segment_ids,
+            cache_visible=past_visible,
+        )
+        past = 0 if cache is None else cache.keys.shape[1]
+        key_visible = visible_keys(past_visible, segment_ids, past, T, x.device)
+        return self.o_proj(o.reshape(B, T, -1)), self.cache_type(
+            *new_cache, rotary_state, key_visible
+        )

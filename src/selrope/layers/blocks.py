@@ -1,8 +1,10 @@
-"""Pieces shared by the linear-recurrent layers: rotated q/k/v projections and the gated output."""
+"""Pieces shared by the linear-recurrent layers: rotated q/k/v projections, the gated output and
+the forward that runs the op (step, chunked or loop form) between them."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -168,3 +170,68 @@ class RotatedQKV(nn.Module):
             segment_ids,
         )
         return q, k, v.view(B, T, H, V), RecurrentCache(None, conv_q, conv_k, conv_v, rotary_state)
+
+
+class RecurrentOps(NamedTuple):
+    """The three forms of one recurrent op (``ops.gla``, ``ops.gated_delta_rule``), same
+    argument order: ``step`` for one decoding token, ``chunk`` and ``recurrent`` for T tokens."""
+
+    step: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    chunk: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+    recurrent: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+
+class RecurrentLayer(nn.Module):
+    """Base of GLA and Gated DeltaNet: ``qkv`` (a :class:`RotatedQKV`), the op ``ops`` in form
+    ``form`` (with ``chunk_size``), then ``output`` (a :class:`GatedOutput`).
+
+    Subclasses set those and implement ``op_inputs``, the per-token inputs of the op after q, k,
+    v (decays, write strengths).
+    """
+
+    ops: RecurrentOps
+    qkv: RotatedQKV
+    output: GatedOutput
+    form: str
+    chunk_size: int
+
+    def op_inputs(
+        self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """x ``(B, T, d)`` and the rotated q, k ``(B, T, H, K)``, v ``(B, T, H, V)`` -> the op's
+        per-token inputs ``(q, k, v, ...)``, each ``(B, T, H, ...)``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: RecurrentCache | None = None,
+        rotary_input: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, RecurrentCache]:
+        """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
+
+        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
+        ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``) make
+        every document after the first of a row start afresh (convs, rotary, state). One token
+        with a state runs the op's step form, else its ``form``.
+        """
+        past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
+        q, k, v, new_cache = self.qkv(x, past, rotary_input, segment_ids)
+        inputs = self.op_inputs(x, q, k, v)
+        if x.shape[1] == 1 and past.state is not None:
+            o, state = self.ops.step(*(t[:, 0] for t in inputs), past.state)
+            o = o.unsqueeze(1)
+        elif self.form == "chunk":
+            o, state = self.ops.chunk(
+                *inputs,
+                initial_state=past.state,
+                output_final_state=True,
+                chunk_size=self.chunk_size,
+                segment_ids=segment_ids,
+            )
+        else:
+            o, state = self.ops.recurrent(
+                *inputs, initial_state=past.state, output_final_state=True, segment_ids=segment_ids
+            )
+        return self.output(o, x), new_cache._replace(state=state)

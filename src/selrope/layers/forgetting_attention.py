@@ -26,12 +26,15 @@ class ForgettingAttentionCache(NamedTuple):
     cumulative_log_forget: ``(B, S, H)`` float32 (float64 for a float64 model), F of every past
         token: the running sum of its log forget gates (``ops.cumulative_log_forget``).
     rotary_state: the rotary embedding's streaming state (None for NoPE).
+    key_visible: ``(B, S)`` bool, the cached tokens the next one may attend to (see
+        ``AttentionCache``); None: all of them.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     cumulative_log_forget: torch.Tensor
     rotary_state: Any
+    key_visible: torch.Tensor | None = None
 
 
 class ForgettingAttention(Attention):
@@ -66,6 +69,13 @@ class ForgettingAttention(Attention):
         # Kept apart from forget_proj: a language model re-initialises every Linear's bias to 0.
         self.forget_bias = nn.Parameter(torch.full((num_heads,), float(forget_bias_init)))
 
+    op = staticmethod(forgetting_attention_with_cache)
+    cache_type = ForgettingAttentionCache
+
+    def op_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(log f,)``, the forget gates (``log_forget``)."""
+        return (self.log_forget(x),)
+
     def log_forget(self, x: torch.Tensor) -> torch.Tensor:
         """x ``(B, T, d)`` -> log f ``(B, T, H)`` (< 0), float32 or better.
 
@@ -74,31 +84,3 @@ class ForgettingAttention(Attention):
         """
         dtype = compute_dtype(x.dtype)
         return F.logsigmoid(self.forget_proj(x).to(dtype) + self.forget_bias.to(dtype))
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: ForgettingAttentionCache | None = None,
-        rotary_input: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, ForgettingAttentionCache]:
-        """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
-
-        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
-        ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``):
-        attention stays within each document and rotary angles restart. The cache keeps every
-        token's key, value and F (cached tokens count as the first document of the next call).
-        """
-        B, T, _ = x.shape
-        past_rotary = None if cache is None else cache.rotary_state
-        q, k, v, rotary_state = self.rotated_qkv(x, past_rotary, rotary_input, segment_ids)
-        past = (
-            (None, None, None)
-            if cache is None
-            else (cache.keys, cache.values, cache.cumulative_log_forget)
-        )
-        o, keys, values, cumulative = forgetting_attention_with_cache(
-            q, k, v, self.log_forget(x), *past, segment_ids=segment_ids
-        )
-        new_cache = ForgettingAttentionCache(keys, values, cumulative, rotary_state)
-        return self.o_proj(o.reshape(B, T, -1)), new_cache

@@ -9,12 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.layers.blocks import GatedOutput, RotatedQKV, head_widths
-from selrope.layers.recurrent_cache import RecurrentCache
+from selrope.layers.blocks import GatedOutput, RecurrentLayer, RecurrentOps, RotatedQKV, head_widths
 from selrope.ops import chunk_gated_delta_rule, gated_delta_rule_step, recurrent_gated_delta_rule
 
 
-class GatedDeltaNet(nn.Module):
+class GatedDeltaNet(RecurrentLayer):
     """Gated delta rule: ``S_t = e^{g_t} (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``.
 
     q, k are rotated, then l2-normalised (a rotation keeps the norm, so the order is free);
@@ -34,6 +33,8 @@ class GatedDeltaNet(nn.Module):
         chunk_size: chunk length of the chunked form.
         norm_eps: epsilon of the per-head output RMSNorm.
     """
+
+    ops = RecurrentOps(gated_delta_rule_step, chunk_gated_delta_rule, recurrent_gated_delta_rule)
 
     def __init__(
         self,
@@ -83,53 +84,10 @@ class GatedDeltaNet(nn.Module):
         dt = F.softplus(self.decay_proj(x).to(dtype) + self.dt_bias.to(dtype))
         return -torch.exp(self.A_log.to(dtype)) * dt
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: RecurrentCache | None = None,
-        rotary_input: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, RecurrentCache]:
-        """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
-
-        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
-        ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``) make
-        every document after the first of a row start afresh (convs, rotary, state).
-        """
-        B, T, _ = x.shape
-        past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
-        q, k, v, new_cache = self.qkv(x, past, rotary_input, segment_ids)
+    def op_inputs(
+        self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """``(q, k, v, g, beta)``: q, k l2-normalised, g and beta ``(B, T, H)``."""
         q = F.normalize(q, dim=-1, eps=1e-6)
         k = F.normalize(k, dim=-1, eps=1e-6)
-        beta = torch.sigmoid(self.beta_proj(x))
-        g = self.log_decay(x)
-        if T == 1 and past.state is not None:
-            o, state = gated_delta_rule_step(
-                q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0], past.state
-            )
-            o = o.unsqueeze(1)
-        elif self.form == "chunk":
-            o, state = chunk_gated_delta_rule(
-                q,
-                k,
-                v,
-                g,
-                beta,
-                initial_state=past.state,
-                output_final_state=True,
-                chunk_size=self.chunk_size,
-                segment_ids=segment_ids,
-            )
-        else:
-            o, state = recurrent_gated_delta_rule(
-                q,
-                k,
-                v,
-                g,
-                beta,
-                initial_state=past.state,
-                output_final_state=True,
-                segment_ids=segment_ids,
-            )
-        y = self.output(o, x)
-        return y, new_cache._replace(state=state)
+        return q, k, v, self.log_decay(x), torch.sigmoid(self.beta_proj(x))

@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selrope.layers.blocks import GatedOutput, RotatedQKV, head_widths
-from selrope.layers.recurrent_cache import RecurrentCache
+from selrope.layers.blocks import GatedOutput, RecurrentLayer, RecurrentOps, RotatedQKV, head_widths
 from selrope.ops import chunk_gla, gla_step, recurrent_gla
 
 DECAYS = ("learned", "none")
 
 
-class GatedLinearAttention(nn.Module):
+class GatedLinearAttention(RecurrentLayer):
     """GLA: ``S_t = Diag(alpha_t) S_{t-1} + k_t v_t^T``, ``o_t = D^-1/2 S_t^T q_t``.
 
     The forget gate is low rank, ``g = W_2 W_1 x + b`` (d -> ``gate_low_rank_dim`` -> key
@@ -39,6 +38,8 @@ class GatedLinearAttention(nn.Module):
         chunk_size: chunk length of the chunked form.
         norm_eps: epsilon of the per-head output RMSNorm.
     """
+
+    ops = RecurrentOps(gla_step, chunk_gla, recurrent_gla)
 
     def __init__(
         self,
@@ -102,46 +103,8 @@ class GatedLinearAttention(nn.Module):
             return torch.cat([log_alpha, log_alpha], dim=-1)
         return log_alpha.view(B, T, self.num_heads, self.head_k_dim)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: RecurrentCache | None = None,
-        rotary_input: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, RecurrentCache]:
-        """x ``(B, T, d)`` (normalised block input) -> ``(y (B, T, d), new cache)``.
-
-        ``rotary_input`` ``(B, T, d)`` is what the rotary embedding reads (default: x);
-        ``segment_ids`` ``(B, T)`` integer ids of packed documents (``selrope.ops.segments``) make
-        every document after the first of a row start afresh (convs, rotary, state).
-        """
-        B, T, _ = x.shape
-        past = cache if cache is not None else RecurrentCache(None, None, None, None, None)
-        q, k, v, new_cache = self.qkv(x, past, rotary_input, segment_ids)
-        g = self.log_decay(x)  # float32 or better, also under bf16 autocast
-        if T == 1 and past.state is not None:
-            o, state = gla_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], past.state)
-            o = o.unsqueeze(1)
-        elif self.form == "chunk":
-            o, state = chunk_gla(
-                q,
-                k,
-                v,
-                g,
-                initial_state=past.state,
-                output_final_state=True,
-                chunk_size=self.chunk_size,
-                segment_ids=segment_ids,
-            )
-        else:
-            o, state = recurrent_gla(
-                q,
-                k,
-                v,
-                g,
-                initial_state=past.state,
-                output_final_state=True,
-                segment_ids=segment_ids,
-            )
-        y = self.output(o, x)
-        return y, new_cache._replace(state=state)
+    def op_inputs(
+        self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """``(q, k, v, g)`` with g ``(B, T, H, K)`` float32 or better (also under autocast)."""
+        return q, k, v, self.log_decay(x)

@@ -155,6 +155,7 @@ MIXER_CONFIGS: dict[str, type[MixerConfig]] = {
     cls.kind: cls
     for cls in (AttentionConfig, ForgettingAttentionConfig, GLAConfig, GatedDeltaNetConfig)
 }
+"""The mixer configs by kind: the registry ``LMConfig.mixer`` names resolve through."""
 MIXERS = tuple(MIXER_CONFIGS)
 MixerSpec = MixerConfig | str | dict[str, Any]
 

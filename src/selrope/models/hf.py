@@ -206,22 +206,39 @@ class SelropeCache(Cache):
             )
 
 
-def _check_attention_mask(attention_mask: torch.Tensor | None, caching: bool) -> None:
-    """Accept no mask, an all-ones mask, or (without a cache) right padding.
+def _new_tokens_mask(
+    attention_mask: torch.Tensor | None, length: int, cache: SelropeCache | None
+) -> torch.Tensor | None:
+    """The ``(B, T)`` columns of ``attention_mask`` that belong to the new tokens, or None.
 
-    A selrope model has no padding mask: with right padding the real tokens never see the pads
-    (causal), but left padding would feed the pads into every state.
+    transformers passes the mask of every token seen so far (``(B, S + T)`` while decoding);
+    ``LanguageModel`` takes the new tokens' only and keeps the rest in its cache. Pads on the
+    left and / or right of the real tokens are taken; what is not (pads between real tokens, or
+    real tokens after a cached pad) raises the one-line ValueError.
     """
-    if attention_mask is None or bool(attention_mask.all()):
-        return
-    mask = attention_mask.bool()
-    right_padded = bool((mask[:, 1:] <= mask[:, :-1]).all())
-    if caching or not right_padded:
+    if attention_mask is None:
+        return None
+    seen = cache.seen_tokens if cache is not None else 0
+    if attention_mask.dim() != 2 or attention_mask.shape[1] not in (length, seen + length):
         raise ValueError(
-            "selrope models take no padding mask: batch prompts of equal length for generate(), "
-            "and pad only on the right for scoring (attention_mask with zeros "
-            f"{'while caching' if caching else 'before ones'})"
+            f"attention_mask must be (B, {seen + length}) (every token seen so far) or "
+            f"(B, {length}); got {tuple(attention_mask.shape)}"
         )
+    mask = attention_mask.to(torch.int64)
+    real = mask.bool()
+    holes = real[:, :-1] & ~real[:, 1:]  # a real token followed by a pad ...
+    later_real = real.flip(1).cumsum(1).flip(1)[:, 1:] > 0  # ... and a real token after it
+    if bool((holes & later_real).any()):
+        raise ValueError(
+            "selrope models take no padding mask with pads between real tokens: pad on the "
+            "left (generate) or the right (scoring)"
+        )
+    if mask.shape[1] > length and bool((real[:, -length] & ~real[:, -length - 1]).any()):
+        raise ValueError(
+            "selrope models take no padding mask with real tokens after a cached pad: prefill "
+            "at least one real token of every row first"
+        )
+    return mask[:, -length:]
 
 
 def _load_dtype(dtype: Any) -> torch.dtype | None:
@@ -306,8 +323,10 @@ class SelropeForCausalLM(PreTrainedModel, GenerationMixin):
 
         Args:
             input_ids: ``(B, T)`` token ids (only the unseen ones when ``cache`` is given).
-            attention_mask: ``(B, S)`` 0/1 or None; only all ones, or right padding without a
-                cache (ValueError otherwise).
+            attention_mask: ``(B, S)`` 0/1 (1: a real token) of every token seen so far, or
+                None; pads on the left (``tokenizer.padding_side = "left"``, as generate needs)
+                or on the right, never between real tokens (ValueError). Each row's real tokens
+                give exactly what that sequence gives alone (``LanguageModel.forward``).
             cache: the ``cache`` of an earlier output.
             use_cache: return the new cache (implied by ``cache``).
             labels: ``(B, T)`` targets aligned with ``input_ids`` (shifted here, -100 ignored);
@@ -322,15 +341,15 @@ class SelropeForCausalLM(PreTrainedModel, GenerationMixin):
         if unexpected:
             raise ValueError(f"SelropeForCausalLM.forward does not take {unexpected}")
         caching = cache is not None or bool(use_cache)
-        _check_attention_mask(attention_mask, caching)
+        mask = _new_tokens_mask(attention_mask, input_ids.shape[1], cache)
         new_cache = None
         if caching:
             past = cache.model_cache if cache is not None else None
-            logits, model_cache = self.model(input_ids, past, use_cache=True)
+            logits, model_cache = self.model(input_ids, past, use_cache=True, attention_mask=mask)
             seen = (cache.seen_tokens if cache is not None else 0) + input_ids.shape[1]
             new_cache = SelropeCache(model_cache, seen)
         else:
-            logits = self.model(input_ids)
+            logits = self.model(input_ids, attention_mask=mask)
         loss = None
         if labels is not None:
             loss = lm_loss(logits[:, :-1], labels[:, 1:].to(logits.device))

@@ -7,12 +7,14 @@ embedding through ``LMConfig.rotary``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from selrope.layers import RMSNorm, SwiGLU
 from selrope.models.config import (  # noqa: F401 - re-exported: the model file's vocabulary
@@ -22,7 +24,12 @@ from selrope.models.config import (  # noqa: F401 - re-exported: the model file'
     ROTARY_SOURCES,
     LMConfig,
 )
-from selrope.ops import check_segment_ids, positions_in_segment, segment_ids_from_cu_seqlens
+from selrope.ops import (
+    check_segment_ids,
+    positions_in_segment,
+    segment_ids_from_attention_mask,
+    segment_ids_from_cu_seqlens,
+)
 from selrope.rotary import LearnedPositionEmbedding, SinusoidalPositionEmbedding
 
 CONFIG_FILE = "config.json"
@@ -96,8 +103,14 @@ class LanguageModel(nn.Module):
         self.final_norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self._init_weights()
+        self.activation_checkpointing = False
         if config.tie_embeddings:
             self.lm_head.weight = self.embedding.weight
+
+    def gradient_checkpointing_enable(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in the backward pass while training (memory for
+        time; the losses and gradients are unchanged). The Hugging Face name."""
+        self.activation_checkpointing = enabled
 
     def _init_weights(self) -> None:
         # N(0, init_std) for embeddings and every linear map outside the rotary embeddings, zero
@@ -117,6 +130,7 @@ class LanguageModel(nn.Module):
         use_cache: bool = False,
         cu_seqlens: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ModelCache]:
         """Logits for every position.
 
@@ -124,8 +138,13 @@ class LanguageModel(nn.Module):
         alone: attention and FoX stay within a document; GLA / Gated DeltaNet states, short
         convs, rotary and absolute positions restart at every document start. The first document
         of each row continues from ``cache`` (if given); the returned cache continues the row's
-        last document, except the KV caches of attention and FoX, which keep every token of the
-        row.
+        last document (the KV caches of attention and FoX keep every token of the row, but
+        later tokens see only that document's).
+
+        Padding is packing (``ops.segment_ids_from_attention_mask``): each run of pads in
+        ``attention_mask`` is a document of its own, so the real tokens of a left-padded row
+        give exactly the logits of the unpadded prompt and continue as it would, and right
+        padding changes nothing before the pads. The logits at pads are meaningless.
 
         Args:
             input_ids: ``(B, T)`` token ids.
@@ -135,6 +154,10 @@ class LanguageModel(nn.Module):
                 packed row (B = 1; the flash-attn varlen convention), or None.
             segment_ids: ``(B, T)`` integer document ids (a new document starts where the id
                 changes), or None. Not together with ``cu_seqlens``.
+            attention_mask: ``(B, T)`` 0/1 of these tokens (1: real, 0: a pad; Hugging Face's
+                convention, but only the new tokens' columns when continuing a cache), pads on
+                the left and / or right of each document, or None (all real). May be combined
+                with ``cu_seqlens`` or ``segment_ids``.
 
         Returns:
             logits ``(B, T, vocab_size)``, or ``(logits, new cache)`` when caching.
@@ -144,7 +167,7 @@ class LanguageModel(nn.Module):
                 f"input_ids must be an integer tensor of shape (B, T); "
                 f"got {tuple(input_ids.shape)} {input_ids.dtype}"
             )
-        segment_ids = self._segment_ids(input_ids, cu_seqlens, segment_ids)
+        segment_ids = self._segment_ids(input_ids, cu_seqlens, segment_ids, attention_mask)
         h = self.embedding(input_ids)
         rotary_input = h if self.config.rotary_source == "embedding" else None
         offset = cache.position if cache is not None and cache.position is not None else 0
@@ -152,8 +175,14 @@ class LanguageModel(nn.Module):
             h = self.position_embedding(h, offset, segment_ids)
         past = cache.layers if cache is not None else (None,) * len(self.blocks)
         new_caches = []
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block, layer_cache in zip(self.blocks, past, strict=True):
-            h, layer_cache = block(h, layer_cache, rotary_input, segment_ids)
+            if recompute:  # the block's activations are recomputed in the backward
+                h, layer_cache = checkpoint(
+                    block, h, layer_cache, rotary_input, segment_ids, use_reentrant=False
+                )
+            else:
+                h, layer_cache = block(h, layer_cache, rotary_input, segment_ids)
             new_caches.append(layer_cache)
         logits = self.lm_head(self.final_norm(h))
         if cache is None and not use_cache:
@@ -162,9 +191,12 @@ class LanguageModel(nn.Module):
 
     @staticmethod
     def _segment_ids(
-        input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None, segment_ids: torch.Tensor | None
+        input_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor | None,
+        segment_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """The checked ``(B, T)`` segment ids from either argument (or None)."""
+        """The checked ``(B, T)`` segment ids from the arguments (or None), pads as documents."""
         B, T = input_ids.shape
         if cu_seqlens is not None:
             if segment_ids is not None:
@@ -174,21 +206,31 @@ class LanguageModel(nn.Module):
                     f"cu_seqlens describes a single packed row; got input_ids of shape {(B, T)} "
                     f"(use segment_ids for B > 1)"
                 )
-            return segment_ids_from_cu_seqlens(cu_seqlens.to(input_ids.device), T)
-        if segment_ids is not None:
+            segment_ids = segment_ids_from_cu_seqlens(cu_seqlens.to(input_ids.device), T)
+        elif segment_ids is not None:
             check_segment_ids(segment_ids, B, T)
-        return segment_ids
+        if attention_mask is None:
+            return segment_ids
+        if not torch.is_tensor(attention_mask) or tuple(attention_mask.shape) != (B, T):
+            got = tuple(attention_mask.shape) if torch.is_tensor(attention_mask) else attention_mask
+            raise ValueError(f"attention_mask must have the shape of input_ids {(B, T)}; got {got}")
+        attention_mask = attention_mask.to(input_ids.device)
+        if segment_ids is None and bool((attention_mask == 1).all()):
+            return None  # no pads: exactly the unpadded model
+        return segment_ids_from_attention_mask(attention_mask, segment_ids)
 
     @torch.no_grad()
     def generate(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | Sequence[torch.Tensor | Sequence[int]],
         max_new_tokens: int,
         temperature: float = 0.0,
         top_k: int | None = None,
         eos_id: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pad_id: int = 0,
+    ) -> torch.Tensor | list[torch.Tensor]:
         """Continue ``input_ids`` ``(B, T)`` by up to ``max_new_tokens`` tokens.
 
         The prompt is prefilled once, then each token is decoded with the per-layer caches (KV
@@ -196,7 +238,26 @@ class LanguageModel(nn.Module):
         state for GLA/GDN).
         ``temperature=0`` is greedy; otherwise sample from softmax(logits / temperature),
         restricted to the ``top_k`` most likely tokens if given. Rows that emitted ``eos_id`` keep
-        emitting it. Returns ``(B, T + n)`` with n <= max_new_tokens.
+        emitting it.
+
+        Prompts of different lengths: a left-padded batch with its ``attention_mask`` (the
+        Hugging Face convention), or a list of 1-D prompts, left-padded here with ``pad_id``.
+        Every row then gets exactly what its prompt gets alone (greedy, and sampled when each
+        row has its own generator).
+
+        Args:
+            input_ids: ``(B, T)`` token ids, or a list of B prompts (1-D tensors or lists).
+            max_new_tokens: the most tokens to add.
+            temperature, top_k, eos_id: as above.
+            generator: one ``torch.Generator`` for the whole batch, or one per row (a row then
+                samples what it samples alone with that generator), or None (the global RNG).
+            attention_mask: ``(B, T)`` 0/1, pads on the left only (the last token of every row
+                real), or None.
+            pad_id: the token that pads a list of prompts (never seen by the model).
+
+        Returns:
+            ``(B, T + n)`` with n <= max_new_tokens; for a list of prompts, a list of 1-D
+            tensors, each prompt followed by its n new tokens.
         """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}")
@@ -204,9 +265,23 @@ class LanguageModel(nn.Module):
             raise ValueError(f"temperature must be >= 0; got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None; got {top_k}")
+        prompt_list = not torch.is_tensor(input_ids)
+        if prompt_list:
+            if attention_mask is not None:
+                raise ValueError("a list of prompts is padded here; give no attention_mask")
+            input_ids, attention_mask = left_pad(input_ids, pad_id, self.embedding.weight.device)
+        B = input_ids.shape[0]
+        if attention_mask is not None and not bool((attention_mask[:, -1] == 1).all()):
+            raise ValueError(
+                "generate needs left padding: attention_mask must end in 1 in every row "
+                "(tokenizer.padding_side = 'left')"
+            )
+        generators = generator if isinstance(generator, (list, tuple)) else None
+        if generators is not None and len(generators) != B:
+            raise ValueError(f"generator: give one per row ({B}); got {len(generators)}")
         tokens = input_ids
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        logits, cache = self(input_ids, use_cache=True)
+        finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        logits, cache = self(input_ids, use_cache=True, attention_mask=attention_mask)
         for _ in range(max_new_tokens):
             next_logits = logits[:, -1].float()
             if temperature == 0:
@@ -217,7 +292,15 @@ class LanguageModel(nn.Module):
                     kth = next_logits.topk(min(top_k, next_logits.shape[-1]), dim=-1).values[:, -1:]
                     next_logits = next_logits.masked_fill(next_logits < kth, float("-inf"))
                 probs = next_logits.softmax(-1)
-                next_token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                if generators is None:
+                    next_token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                else:
+                    next_token = torch.cat(
+                        [
+                            torch.multinomial(probs[b : b + 1], 1, generator=generators[b])[0]
+                            for b in range(B)
+                        ]
+                    )
             if eos_id is not None:
                 next_token = torch.where(finished, torch.full_like(next_token, eos_id), next_token)
                 finished = finished | (next_token == eos_id)
@@ -225,7 +308,11 @@ class LanguageModel(nn.Module):
             if eos_id is not None and bool(finished.all()):
                 break
             logits, cache = self(next_token[:, None], cache)
-        return tokens
+        if not prompt_list:
+            return tokens
+        new = tokens.shape[1] - input_ids.shape[1]
+        lengths = attention_mask.sum(dim=1).tolist()
+        return [row[row.shape[0] - new - n :] for row, n in zip(tokens, lengths, strict=True)]
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json`` (``{"model_type": "selrope", <LMConfig fields>}``) and
@@ -244,6 +331,23 @@ class LanguageModel(nn.Module):
         from selrope.models.io import load_pretrained
 
         return load_pretrained(directory, map_location).model
+
+
+def left_pad(
+    prompts: Sequence[torch.Tensor | Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A list of 1-D prompts -> ``(ids (B, T), attention_mask (B, T))``, padded on the left with
+    ``pad_id`` to the longest (the batch ``generate`` takes)."""
+    rows = [torch.as_tensor(prompt, dtype=torch.int64, device=device) for prompt in prompts]
+    if not rows or any(row.dim() != 1 or row.numel() == 0 for row in rows):
+        raise ValueError("prompts must be a non-empty list of non-empty 1-D token sequences")
+    T = max(row.numel() for row in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.int64, device=device)
+    mask = torch.zeros(len(rows), T, dtype=torch.int64, device=device)
+    for b, row in enumerate(rows):
+        ids[b, T - row.numel() :] = row
+        mask[b, T - row.numel() :] = 1
+    return ids, mask
 
 
 def _next_position(

@@ -44,6 +44,7 @@ from selrope.ops.segments import (
     document_index,
     document_resets,
     positions_in_segment,
+    segment_ids_from_attention_mask,
     segment_ids_from_cu_seqlens,
     segment_starts,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "reference_cope_attention",
     "reference_forgetting_attention",
     "reference_path_attention",
+    "segment_ids_from_attention_mask",
     "segment_ids_from_cu_seqlens",
     "segment_starts",
 ]

@@ -23,13 +23,17 @@ needs no restart.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from selrope.common.checks import check_positive_int
 from selrope.common.dtypes import compute_dtype
-from selrope.ops.attention import attention_mask, check_kv_cache, check_qkv
+from selrope.ops.attention_common import (
+    append_kv_cache,
+    attention_mask,
+    check_attention,
+    reference_softmax,
+    sdpa,
+)
 from selrope.ops.recurrence import check_shape
-from selrope.ops.segments import check_segment_ids, document_index
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -117,38 +121,23 @@ def reference_alibi_attention(
     scale: float | None = None,
     segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """ALiBi attention written out one query at a time, in float64.
-
-    Args:
-        q: ``(B, T, H, D)`` queries.
-        k: ``(B, T, H, D)`` keys.
-        v: ``(B, T, H, Dv)`` values.
-        slopes: ``(H,)`` per-head slopes, or None for ``alibi_slopes(H)``.
-        scale: score scale; default ``D ** -0.5``.
-        segment_ids: ``(B, T)`` integer ids of packed documents, or None (one document per row).
+    """ALiBi attention written out one query at a time, in float64: the reference for
+    ``alibi_attention``, with its arguments and shapes.
 
     Returns:
         ``(B, T, H, Dv)`` outputs, cast back to q's dtype.
     """
-    check_qkv(q, k, v)
-    B, T, H, D = q.shape
+    D = check_attention(q, k, v, segment_ids)[3]
     slopes = _slopes(q, slopes)
     scale = D**-0.5 if scale is None else scale
-    q64, k64, v64 = q.double(), k.double(), v.double()
-    if segment_ids is None:
-        document = torch.zeros(B, T, dtype=torch.int64, device=q.device)
-    else:
-        check_segment_ids(segment_ids, B, T)
-        document = document_index(segment_ids)
-    outputs = []
-    for i in range(T):
+    q64, k64 = q.double(), k.double()
+
+    def query_scores(i: int, _: torch.Tensor) -> torch.Tensor:
         distance = i - torch.arange(i + 1, device=q.device, dtype=torch.float64)  # i - j
         penalty = -distance[None, :, None] * slopes[None, None, :]
-        scores = scale * torch.einsum("bhd,bjhd->bjh", q64[:, i], k64[:, : i + 1]) + penalty
-        same_document = document[:, : i + 1] == document[:, i : i + 1]
-        weights = scores.masked_fill(~same_document[..., None], -torch.inf).softmax(dim=1)
-        outputs.append(torch.einsum("bjh,bjhv->bhv", weights, v64[:, : i + 1]))
-    return torch.stack(outputs, dim=1).to(q.dtype)
+        return scale * torch.einsum("bhd,bjhd->bjh", q64[:, i], k64[:, : i + 1]) + penalty
+
+    return reference_softmax(q, v, segment_ids, query_scores)
 
 
 def alibi_attention_with_cache(
@@ -174,30 +163,16 @@ def alibi_attention_with_cache(
         cache_v: ``(B, P, H, Dv)`` values of earlier tokens; given with cache_k.
         slopes: ``(H,)`` per-head slopes, or None for ``alibi_slopes(H)``.
         scale: score scale; default ``D ** -0.5``.
-        segment_ids: ``(B, T)`` integer ids of packed documents among the new tokens, or None.
-            The cached tokens count as the row's first document; later documents see only
-            themselves.
+        segment_ids: ``(B, T)`` packed-document ids of the new tokens, or None; the cached
+            tokens count as the row's first document (``ops.attention_common``).
 
     Returns:
         ``(o, new_k, new_v)``: o ``(B, T, H, Dv)`` in q's dtype; new_k ``(B, P + T, H, D)`` and
         new_v ``(B, P + T, H, Dv)``, new tensors (the caches passed in are not modified).
     """
-    check_qkv(q, k, v)
-    B, T = q.shape[:2]
-    P = check_kv_cache(k, v, cache_k, cache_v)
+    T = check_attention(q, k, v, segment_ids)[1]
+    k, v, P = append_kv_cache(k, v, cache_k, cache_v)
     slopes = _slopes(q, slopes)
-    if segment_ids is not None:
-        check_segment_ids(segment_ids, B, T)
-    if cache_k is not None:
-        k = torch.cat([cache_k, k], dim=1)
-        v = torch.cat([cache_v, v], dim=1)
     allowed = attention_mask(T, P, segment_ids, q.device)
     bias = alibi_bias(slopes, T, P, allowed, compute_dtype(q.dtype))
-    o = F.scaled_dot_product_attention(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        attn_mask=bias.to(q.dtype),
-        scale=scale,
-    )
-    return o.transpose(1, 2), k, v
+    return sdpa(q, k, v, bias.to(q.dtype), scale), k, v

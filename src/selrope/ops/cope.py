@@ -36,8 +36,12 @@ from __future__ import annotations
 import torch
 
 from selrope.common.dtypes import compute_dtype
-from selrope.ops.attention import attention_mask, check_kv_cache, check_qkv
-from selrope.ops.segments import check_segment_ids, document_index
+from selrope.ops.attention_common import (
+    append_kv_cache,
+    attention_mask,
+    check_attention,
+    reference_softmax,
+)
 
 
 def _check_position_embeddings(q: torch.Tensor, position_embeddings: torch.Tensor) -> torch.Tensor:
@@ -117,38 +121,24 @@ def reference_cope_attention(
     scale: float | None = None,
     segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """CoPE attention written out one query at a time, in float64.
+    """CoPE attention written out one query at a time, in float64: the reference for
+    ``cope_attention``, with its arguments and shapes.
 
     For query i each allowed key's position is the sum of the gates of the keys j..i, and the
     embedding at that position is interpolated from the table before the dot product with q.
 
-    Args:
-        q: ``(B, T, H, D)`` queries.
-        k: ``(B, T, H, D)`` keys.
-        v: ``(B, T, H, Dv)`` values.
-        position_embeddings: ``(npos, D)`` table shared by the heads, or ``(H, npos, D)``.
-        scale: logit scale; default ``D ** -0.5``.
-        segment_ids: ``(B, T)`` integer ids of packed documents, or None (one document per row).
-
     Returns:
         ``(B, T, H, Dv)`` outputs, cast back to q's dtype.
     """
-    check_qkv(q, k, v)
-    B, T, H, D = q.shape
+    _, _, H, D = check_attention(q, k, v, segment_ids)
     table = _check_position_embeddings(q, position_embeddings).double().expand(H, -1, -1)
     max_position = table.shape[1] - 1
     scale = D**-0.5 if scale is None else scale
-    q64, k64, v64 = q.double(), k.double(), v.double()
-    if segment_ids is None:
-        document = torch.zeros(B, T, dtype=torch.int64, device=q.device)
-    else:
-        check_segment_ids(segment_ids, B, T)
-        document = document_index(segment_ids)
+    q64, k64 = q.double(), k.double()
     heads = torch.arange(H, device=q.device)
-    outputs = []
-    for i in range(T):
+
+    def query_scores(i: int, same_document: torch.Tensor) -> torch.Tensor:
         logits = scale * torch.einsum("bhd,bjhd->bjh", q64[:, i], k64[:, : i + 1])
-        same_document = (document[:, : i + 1] == document[:, i : i + 1])[..., None]
         gates = torch.sigmoid(logits) * same_document
         positions = torch.stack([gates[:, j:].sum(dim=1) for j in range(i + 1)], dim=1).clamp(
             max=max_position
@@ -158,10 +148,9 @@ def reference_cope_attention(
         below = table[heads, low.long()]  # (B, i + 1, H, D)
         above = table[heads, positions.ceil().long()]
         embedding = (1 - fraction) * below + fraction * above
-        scores = logits + torch.einsum("bhd,bjhd->bjh", q64[:, i], embedding)
-        weights = scores.masked_fill(~same_document, -torch.inf).softmax(dim=1)
-        outputs.append(torch.einsum("bjh,bjhv->bhv", weights, v64[:, : i + 1]))
-    return torch.stack(outputs, dim=1).to(q.dtype)
+        return logits + torch.einsum("bhd,bjhd->bjh", q64[:, i], embedding)
+
+    return reference_softmax(q, v, segment_ids, query_scores)
 
 
 def cope_attention_with_cache(
@@ -187,24 +176,17 @@ def cope_attention_with_cache(
         cache_k: ``(B, P, H, D)`` keys of earlier tokens, or None (P = 0).
         cache_v: ``(B, P, H, Dv)`` values of earlier tokens; given with cache_k.
         scale: logit scale; default ``D ** -0.5``.
-        segment_ids: ``(B, T)`` integer ids of packed documents among the new tokens, or None.
-            The cached tokens count as the row's first document; later documents see only
-            themselves.
+        segment_ids: ``(B, T)`` packed-document ids of the new tokens, or None; the cached
+            tokens count as the row's first document (``ops.attention_common``).
 
     Returns:
         ``(o, new_k, new_v)``: o ``(B, T, H, Dv)`` in q's dtype; new_k ``(B, P + T, H, D)`` and
         new_v ``(B, P + T, H, Dv)``, new tensors (the caches passed in are not modified).
     """
-    check_qkv(q, k, v)
-    B, T, H, D = q.shape
+    _, T, _, D = check_attention(q, k, v, segment_ids)
     table = _check_position_embeddings(q, position_embeddings)
-    P = check_kv_cache(k, v, cache_k, cache_v)
-    if segment_ids is not None:
-        check_segment_ids(segment_ids, B, T)
+    k, v, P = append_kv_cache(k, v, cache_k, cache_v)
     scale = D**-0.5 if scale is None else scale
-    if cache_k is not None:
-        k = torch.cat([cache_k, k], dim=1)
-        v = torch.cat([cache_v, v], dim=1)
     dtype = compute_dtype(q.dtype)
     allowed = attention_mask(T, P, segment_ids, q.device)
     with torch.autocast(device_type=q.device.type, enabled=False):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -97,19 +96,42 @@ def _per_row_state(state: torch.Tensor | None, rows: PackedRows | None) -> torch
     return state.index_select(0, rows.last_document)
 
 
-def _run_recurrence(
-    kernel: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
+# op -> (fla module, its chunked kernel, the dtype its log decays need; None: as given)
+_RECURRENCES = {
+    "gla": ("fla.ops.gla", "chunk_gla", None),
+    "gated_delta_rule": ("fla.ops.gated_delta_rule", "chunk_gated_delta_rule", torch.float32),
+}
+
+
+def fla_chunk_recurrence(
+    op: str,
     sequences: tuple[torch.Tensor, ...],
     scale: float,
     initial_state: torch.Tensor | None,
     output_final_state: bool,
     segment_ids: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One fla chunked recurrence over ``sequences`` (each ``(B, T, ...)``, v third), with
-    selrope's packed rows, initial and final states translated; returns ``(o in v's dtype,
-    final state float32 or None)``."""
-    B, T = sequences[0].shape[:2]
-    out_dtype = sequences[2].dtype
+    """``chunk_gla`` (op "gla") or ``chunk_gated_delta_rule`` (op "gated_delta_rule") on fla's
+    chunked kernel, with selrope's packed rows, initial and final states translated.
+
+    Args:
+        op: a key of ``_RECURRENCES``.
+        sequences: the op's per-token inputs in its argument order, ``(q, k, v, g, ...)``, each
+            ``(B, T, H, ...)`` (validated by the op). q and k are used as given (fla's in-kernel
+            l2 norm stays off: the Gated DeltaNet layer normalises them).
+        scale, initial_state ``(B, H, K, V)`` or None, output_final_state, segment_ids
+            ``(B, T)`` or None: as for the op.
+
+    Returns:
+        ``(o (B, T, H, V) in v's dtype, final state (B, H, K, V) float32 or None)``.
+    """
+    module, name, decay_dtype = _RECURRENCES[op]
+    kernel = getattr(importlib.import_module(module), name)
+    q, k, v, g, *rest = sequences
+    B, T = q.shape[:2]
+    # fla's matmuls need one dtype (autocast may mix them)
+    g = g if decay_dtype is None else g.to(decay_dtype)
+    sequences = (q.to(v.dtype), k.to(v.dtype), v, g, *(x.to(v.dtype) for x in rest))
     rows = None if segment_ids is None else pack_rows(segment_ids)
     if rows is not None:
         sequences = tuple(_flat(x) for x in sequences)
@@ -122,49 +144,7 @@ def _run_recurrence(
         cu_seqlens=None if rows is None else rows.cu_seqlens,
     )
     state = _per_row_state(state, rows)
-    return o.reshape(B, T, *o.shape[2:]).to(out_dtype), None if state is None else state.float()
-
-
-def fla_chunk_gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    scale: float,
-    initial_state: torch.Tensor | None,
-    output_final_state: bool,
-    segment_ids: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``chunk_gla`` on fla's kernel; arguments, shapes and returns as there (validated there)."""
-    from fla.ops.gla import chunk_gla
-
-    # fla's matmuls need one dtype (autocast may mix them)
-    sequences = (q.to(v.dtype), k.to(v.dtype), v, g)
-    return _run_recurrence(
-        chunk_gla, sequences, scale, initial_state, output_final_state, segment_ids
-    )
-
-
-def fla_chunk_gated_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    scale: float,
-    initial_state: torch.Tensor | None,
-    output_final_state: bool,
-    segment_ids: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``chunk_gated_delta_rule`` on fla's kernel; arguments and returns as there. q and k are
-    used as given (fla's in-kernel l2 norm stays off: the layer normalises them)."""
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-
-    # fla's matmuls need one dtype (autocast may mix them); its log decays are float32
-    sequences = (q.to(v.dtype), k.to(v.dtype), v, g.float(), beta.to(v.dtype))
-    return _run_recurrence(
-        chunk_gated_delta_rule, sequences, scale, initial_state, output_final_state, segment_ids
-    )
+    return o.reshape(B, T, *o.shape[2:]).to(v.dtype), None if state is None else state.float()
 
 
 def fla_causal_conv(
@@ -194,21 +174,19 @@ def fla_causal_conv(
 
 
 def fla_path_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    w: torch.Tensor,
-    beta: torch.Tensor,
+    sequences: tuple[torch.Tensor, ...],
     g: torch.Tensor | None,
     scale: float,
     segment_ids: torch.Tensor | None,
 ) -> torch.Tensor:
-    """``path_attention`` on fla's ``parallel_path_attn`` kernel: arguments and returns as there
-    (validated there; head dims 16, 32 or 64). fla scales the forget bias together with the
+    """``path_attention`` on fla's ``parallel_path_attn`` kernel: ``sequences`` are its
+    ``(q, k, v, w, beta)``; arguments and returns as there (validated there; head dims 16, 32 or
+    64). fla scales the forget bias together with the
     scores, ``scale * (q^T P k + F_i - F_j)``; selrope adds it unscaled (as FoX), so the gates go
     in divided by ``scale``. Not yet run on a GPU in this project."""
     from fla.ops.path_attn import parallel_path_attn
 
+    q, k, v, w, beta = sequences
     B, T = q.shape[:2]
     rows = None if segment_ids is None else pack_rows(segment_ids)
     # fla's matmuls need one dtype (autocast may mix them); its gate cumulative sum is float32

@@ -25,16 +25,29 @@ mask of ``ops.attention``; biases across documents are never used.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from selrope.ops.attention import attention_mask, check_kv_cache, check_qkv
+from selrope.ops.attention_common import (
+    append_kv_cache,
+    attention_mask,
+    check_attention,
+    check_key_visible,
+    reference_softmax,
+    sdpa,
+)
 from selrope.ops.recurrence import check_shape, compute_dtype
-from selrope.ops.segments import check_segment_ids, document_index
 
 
-def _check_log_forget(q: torch.Tensor, log_forget: torch.Tensor) -> None:
-    B, T, H, _ = q.shape
+def _check_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_forget: torch.Tensor,
+    segment_ids: torch.Tensor | None,
+) -> tuple[int, int, int, int]:
+    """``check_attention`` and log_forget ``(B, T, H)``; return ``(B, T, H, D)``."""
+    B, T, H, D = check_attention(q, k, v, segment_ids)
     check_shape("log_forget", log_forget, (B, T, H), "(B, T, H)")
+    return B, T, H, D
 
 
 def cumulative_log_forget(
@@ -107,41 +120,25 @@ def reference_forgetting_attention(
     scale: float | None = None,
     segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Forgetting attention written out one query at a time, in float64.
+    """Forgetting attention written out one query at a time, in float64: the reference for
+    ``forgetting_attention``, with its arguments and shapes.
 
     For query i the bias of key j is the sum of the gates ``log f_{j+1} .. log f_i`` (a reversed
     running sum of the gates after j), not a difference of prefix sums as in the fast form.
 
-    Args:
-        q: ``(B, T, H, D)`` queries.
-        k: ``(B, T, H, D)`` keys.
-        v: ``(B, T, H, Dv)`` values.
-        log_forget: ``(B, T, H)`` log forget gates, <= 0.
-        scale: score scale; default ``D ** -0.5``.
-        segment_ids: ``(B, T)`` integer ids of packed documents, or None (one document per row).
-
     Returns:
         ``(B, T, H, Dv)`` outputs, cast back to q's dtype.
     """
-    check_qkv(q, k, v)
-    _check_log_forget(q, log_forget)
-    B, T, H, D = q.shape
+    B, _, H, D = _check_inputs(q, k, v, log_forget, segment_ids)
     scale = D**-0.5 if scale is None else scale
-    q64, k64, v64, gates = q.double(), k.double(), v.double(), log_forget.double()
-    if segment_ids is None:
-        document = torch.zeros(B, T, dtype=torch.int64, device=q.device)
-    else:
-        check_segment_ids(segment_ids, B, T)
-        document = document_index(segment_ids)
-    outputs = []
-    for i in range(T):
+    q64, k64, gates = q.double(), k.double(), log_forget.double()
+
+    def query_scores(i: int, _: torch.Tensor) -> torch.Tensor:
         after = gates[:, 1 : i + 1]  # gates l = 1..i; key j decays by those with l > j
         decay = torch.cat([after.flip(1).cumsum(1).flip(1), gates.new_zeros(B, 1, H)], dim=1)
-        scores = scale * torch.einsum("bhd,bjhd->bjh", q64[:, i], k64[:, : i + 1]) + decay
-        same_document = document[:, : i + 1] == document[:, i : i + 1]
-        weights = scores.masked_fill(~same_document[..., None], -torch.inf).softmax(dim=1)
-        outputs.append(torch.einsum("bjh,bjhv->bhv", weights, v64[:, : i + 1]))
-    return torch.stack(outputs, dim=1).to(q.dtype)
+        return scale * torch.einsum("bhd,bjhd->bjh", q64[:, i], k64[:, : i + 1]) + decay
+
+    return reference_softmax(q, v, segment_ids, query_scores)
 
 
 def forgetting_attention_with_cache(
@@ -154,6 +151,7 @@ def forgetting_attention_with_cache(
     cache_cumulative: torch.Tensor | None = None,
     scale: float | None = None,
     segment_ids: torch.Tensor | None = None,
+    cache_visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forgetting attention of T new tokens over P cached tokens plus themselves.
 
@@ -171,23 +169,20 @@ def forgetting_attention_with_cache(
         cache_cumulative: ``(B, P, H)`` F of earlier tokens in the dtype
             ``cumulative_log_forget`` returns for these gates; given with cache_k.
         scale: score scale; default ``D ** -0.5``.
-        segment_ids: ``(B, T)`` integer ids of packed documents among the new tokens, or None.
-            The cached tokens count as the row's first document; later documents see only
-            themselves.
+        segment_ids: ``(B, T)`` packed-document ids of the new tokens, or None; the cached
+            tokens count as the row's first document (``ops.attention_common``).
+        cache_visible: ``(B, P)`` bool, the cached keys that first document holds (never the
+            pads of a padded batch; ``ops.attention_common.visible_keys``), or None (all).
 
     Returns:
         ``(o, new_k, new_v, new_cumulative)``: o ``(B, T, H, Dv)`` in q's dtype; new_k
         ``(B, P + T, H, D)``, new_v ``(B, P + T, H, Dv)`` and new_cumulative ``(B, P + T, H)``
         (float32 or float64), new tensors (the caches passed in are not modified).
     """
-    check_qkv(q, k, v)
-    _check_log_forget(q, log_forget)
-    B, T, H, _ = q.shape
-    P = check_kv_cache(k, v, cache_k, cache_v)
+    B, T, H, _ = _check_inputs(q, k, v, log_forget, segment_ids)
+    k, v, P = append_kv_cache(k, v, cache_k, cache_v)
     if (cache_k is None) != (cache_cumulative is None):
         raise ValueError("cache_cumulative must be given together with cache_k and cache_v")
-    if segment_ids is not None:
-        check_segment_ids(segment_ids, B, T)
     if cache_cumulative is None:
         keys_cumulative = cumulative = cumulative_log_forget(log_forget)
     else:
@@ -199,15 +194,7 @@ def forgetting_attention_with_cache(
             )
         cumulative = cumulative_log_forget(log_forget, cache_cumulative[:, -1] if P else None)
         keys_cumulative = torch.cat([cache_cumulative, cumulative], dim=1)
-        k = torch.cat([cache_k, k], dim=1)
-        v = torch.cat([cache_v, v], dim=1)
-    allowed = attention_mask(T, P, segment_ids, q.device)
+    check_key_visible(cache_visible, B, P)
+    allowed = attention_mask(T, P, segment_ids, q.device, cache_visible)
     bias = _forget_bias(cumulative, keys_cumulative, allowed)
-    o = F.scaled_dot_product_attention(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        attn_mask=bias.to(q.dtype),
-        scale=scale,
-    )
-    return o.transpose(1, 2), k, v, keys_cumulative
+    return sdpa(q, k, v, bias.to(q.dtype), scale), k, v, keys_cumulative

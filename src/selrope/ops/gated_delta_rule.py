@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from selrope.common import check_positive_int
-from selrope.ops.fla_backend import fla_chunk_gated_delta_rule, use_fla
+from selrope.ops.fla_backend import fla_chunk_recurrence, use_fla
 from selrope.ops.recurrence import (
     check_log_decay,
     check_sequence,
@@ -34,6 +34,8 @@ from selrope.ops.recurrence import (
     effective_chunk_size,
     from_chunks,
     scan,
+    step_output,
+    step_state,
     to_chunks,
 )
 
@@ -62,24 +64,17 @@ def gated_delta_rule_step(
         ``(o, new_state)``: o ``(B, H, V)`` in v's dtype, new_state ``(B, H, K, V)`` in the compute
         dtype (float64 for float64 inputs, else float32). ``state`` is not modified.
     """
-    B, H, K, V = check_token(q, k, v)
+    B, H, _, _ = check_token(q, k, v)
     check_shape("g", g, (B, H), "(B, H)")
     check_shape("beta", beta, (B, H), "(B, H)")
     check_log_decay("g", g, exact_resets=True)
-    dtype = compute_dtype(q.dtype)
-    if state is None:
-        state = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        check_shape("state", state, (B, H, K, V), "(B, H, K, V)")
-    scale = K**-0.5 if scale is None else scale
-    out_dtype = v.dtype
-    q, k, v, g, beta, state = (x.to(dtype) for x in (q, k, v, g, beta, state))
+    state, scale = step_state(q, v, state, scale)
+    q, k, vc, g, beta = (x.to(state.dtype) for x in (q, k, v, g, beta))
     decayed = g.exp()[..., None, None] * state
     # Delta rule: replace what the decayed state recalls for k by v, at rate beta.
     recalled = torch.einsum("bhk,bhkv->bhv", k, decayed)
-    new_state = decayed + (beta.unsqueeze(-1) * k).unsqueeze(-1) * (v - recalled).unsqueeze(-2)
-    o = scale * torch.einsum("bhk,bhkv->bhv", q, new_state)
-    return o.to(out_dtype), new_state
+    new_state = decayed + (beta.unsqueeze(-1) * k).unsqueeze(-1) * (vc - recalled).unsqueeze(-2)
+    return step_output(q, new_state, scale, v.dtype)
 
 
 def recurrent_gated_delta_rule(
@@ -176,8 +171,13 @@ def chunk_gated_delta_rule(
         )
     scale = K**-0.5 if scale is None else scale
     if use_fla(q):
-        return fla_chunk_gated_delta_rule(
-            q, k, v, g, beta, scale, initial_state, output_final_state, segment_ids
+        return fla_chunk_recurrence(
+            "gated_delta_rule",
+            (q, k, v, g, beta),
+            scale,
+            initial_state,
+            output_final_state,
+            segment_ids,
         )
     dtype = compute_dtype(q.dtype)
     C = effective_chunk_size(T, chunk_size)

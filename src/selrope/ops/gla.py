@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from selrope.ops.fla_backend import fla_chunk_gla, use_fla
+from selrope.ops.fla_backend import fla_chunk_recurrence, use_fla
 from selrope.ops.recurrence import (
     check_log_decay,
     check_sequence,
@@ -32,6 +32,8 @@ from selrope.ops.recurrence import (
     effective_chunk_size,
     from_chunks,
     scan,
+    step_output,
+    step_state,
     to_chunks,
 )
 
@@ -63,20 +65,13 @@ def gla_step(
         ``(o, new_state)``: o ``(B, H, V)`` in v's dtype, new_state ``(B, H, K, V)`` in the compute
         dtype (float64 for float64 inputs, else float32). ``state`` is not modified.
     """
-    B, H, K, V = check_token(q, k, v)
+    B, H, K, _ = check_token(q, k, v)
     check_shape("g", g, (B, H, K), "(B, H, K)")
     check_log_decay("g", g, exact_resets=True)
-    dtype = compute_dtype(q.dtype)
-    if state is None:
-        state = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        check_shape("state", state, (B, H, K, V), "(B, H, K, V)")
-    scale = K**-0.5 if scale is None else scale
-    out_dtype = v.dtype
-    q, k, v, g, state = (x.to(dtype) for x in (q, k, v, g, state))
-    new_state = g.exp().unsqueeze(-1) * state + k.unsqueeze(-1) * v.unsqueeze(-2)
-    o = scale * torch.einsum("bhk,bhkv->bhv", q, new_state)
-    return o.to(out_dtype), new_state
+    state, scale = step_state(q, v, state, scale)
+    q, k, vc, g = (x.to(state.dtype) for x in (q, k, v, g))
+    new_state = g.exp().unsqueeze(-1) * state + k.unsqueeze(-1) * vc.unsqueeze(-2)
+    return step_output(q, new_state, scale, v.dtype)
 
 
 def recurrent_gla(
@@ -166,7 +161,9 @@ def chunk_gla(
         )
     scale = K**-0.5 if scale is None else scale
     if use_fla(q):
-        return fla_chunk_gla(q, k, v, g, scale, initial_state, output_final_state, segment_ids)
+        return fla_chunk_recurrence(
+            "gla", (q, k, v, g), scale, initial_state, output_final_state, segment_ids
+        )
     dtype = compute_dtype(q.dtype)
     C = effective_chunk_size(T, chunk_size)
     # (B, H, N, C, F) chunks; G is the log decay accumulated from the chunk start (inclusive).

@@ -48,11 +48,10 @@ from typing import NamedTuple
 import torch
 
 from selrope.common.dtypes import compute_dtype
-from selrope.ops.attention import attention_mask
+from selrope.ops.attention_common import attention_mask, reference_softmax
 from selrope.ops.fla_backend import fla_path_attention, use_fla
 from selrope.ops.forgetting_attention import cumulative_log_forget
 from selrope.ops.recurrence import check_sequence, check_shape, effective_chunk_size, to_chunks
-from selrope.ops.segments import positions_in_segment
 
 # Head dims fla's PaTH kernel accepts.
 _FLA_HEAD_DIMS = (16, 32, 64)
@@ -133,18 +132,14 @@ def reference_path_attention(
     """
     B, T, H, K, _ = _check_inputs(q, k, v, w, beta, g, segment_ids)
     scale = K**-0.5 if scale is None else scale
-    q64, k64, v64, w64, beta64 = (x.double() for x in (q, k, v, w, beta))
+    q64, k64, w64, beta64 = (x.double() for x in (q, k, w, beta))
     gates = q64.new_zeros(B, T, H) if g is None else g.double()
-    steps = torch.arange(T, device=q.device).expand(B, T)
-    # Where each token's document starts: keys before it are masked.
-    if segment_ids is None:
-        first = torch.zeros_like(steps)
-    else:
-        first = steps - positions_in_segment(segment_ids)
     eye = torch.eye(K, dtype=torch.float64, device=q.device)
     householder = eye - beta64[..., None, None] * w64[..., :, None] * w64[..., None, :]
-    outputs = []
-    for i in range(T):
+
+    # Keys outside the query's document are masked (by reference_softmax), so every product
+    # used holds only transforms of that document.
+    def query_scores(i: int, _: torch.Tensor) -> torch.Tensor:
         product = eye.expand(B, H, K, K)  # H_i ... H_{j+1}: empty for j = i
         bias = q64.new_zeros(B, H)
         scores = []
@@ -153,13 +148,9 @@ def reference_path_attention(
             scores.append(scale * bilinear + bias)
             product = product @ householder[:, j]
             bias = bias + gates[:, j]
-        scores = torch.stack(scores[::-1], dim=1)  # (B, i + 1, H), keys 0..i
-        # Keys before the query's document start are masked, so every product used holds only
-        # transforms of that document.
-        same_document = steps[:, : i + 1] >= first[:, i : i + 1]
-        weights = scores.masked_fill(~same_document[..., None], -torch.inf).softmax(dim=1)
-        outputs.append(torch.einsum("bjh,bjhv->bhv", weights, v64[:, : i + 1]))
-    return torch.stack(outputs, dim=1).to(q.dtype)
+        return torch.stack(scores[::-1], dim=1)  # (B, i + 1, H), keys 0..i
+
+    return reference_softmax(q, v, segment_ids, query_scores)
 
 
 def path_attention(
@@ -194,7 +185,7 @@ def path_attention(
     _check_chunk_size(chunk_size)
     scale = K**-0.5 if scale is None else scale
     if use_fla(q) and K in _FLA_HEAD_DIMS and V in _FLA_HEAD_DIMS:
-        return fla_path_attention(q, k, v, w, beta, g, scale, segment_ids)
+        return fla_path_attention((q, k, v, w, beta), g, scale, segment_ids)
     o, _ = _path_attention(q, k, v, w, beta, g, None, scale, segment_ids, chunk_size, False)
     return o
 

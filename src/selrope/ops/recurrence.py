@@ -103,6 +103,34 @@ def check_token(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int,
     return B, H, K, v.shape[-1]
 
 
+def step_state(
+    q: torch.Tensor, v: torch.Tensor, state: torch.Tensor | None, scale: float | None
+) -> tuple[torch.Tensor, float]:
+    """What a one-token step starts from, for checked q ``(B, H, K)`` and v ``(B, H, V)``.
+
+    Returns:
+        ``(state, scale)``: state ``(B, H, K, V)`` in the compute dtype (zeros for None, else
+        checked and cast; the tensor passed in is not modified), scale default ``K ** -0.5``.
+    """
+    B, H, K = q.shape
+    V = v.shape[-1]
+    dtype = compute_dtype(q.dtype)
+    if state is None:
+        state = q.new_zeros(B, H, K, V, dtype=dtype)
+    else:
+        check_shape("state", state, (B, H, K, V), "(B, H, K, V)")
+    return state.to(dtype), K**-0.5 if scale is None else scale
+
+
+def step_output(
+    q: torch.Tensor, new_state: torch.Tensor, scale: float, out_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(o, new_state)`` with ``o = scale * S'^T q`` ``(B, H, V)`` in ``out_dtype``, for q
+    ``(B, H, K)`` and new_state ``(B, H, K, V)`` in the compute dtype."""
+    o = scale * torch.einsum("bhk,bhkv->bhv", q, new_state)
+    return o.to(out_dtype), new_state
+
+
 def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """``(B, T, H, *F)`` zero-padded at the end of time -> ``(B, H, N, C, *F)``, N = ceil(T / C).
 

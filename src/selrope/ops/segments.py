@@ -113,3 +113,57 @@ def positions_in_segment(
     offset = torch.as_tensor(offset, dtype=torch.int64, device=segment_ids.device)
     in_first = document_index(segment_ids) == 0
     return torch.where(in_first, positions + offset.reshape(-1, 1), positions)
+
+
+def segment_ids_from_attention_mask(
+    attention_mask: torch.Tensor, segment_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Segment ids of a padded batch: every run of pads is a document of its own.
+
+    A Hugging Face ``attention_mask`` (1 for a real token, 0 for a pad) becomes documents, so
+    that padding is packing: with left padding the real tokens start a new document after the
+    pads (positions, phases, states and conv inputs restart exactly as for the unpadded
+    prompt), with right padding the pads form a document after them that nothing reads. The
+    real tokens of one document must be contiguous (pads on the left and / or right of it);
+    a pad between two real tokens of one document is refused, since it would split them.
+
+    Args:
+        attention_mask: ``(B, T)`` 0/1 (any integer or bool dtype).
+        segment_ids: ``(B, T)`` checked packed-document ids of the same tokens, or None (one
+            document per row).
+
+    Returns:
+        ``(B, T)`` int64 ids: a new document wherever ``segment_ids`` or the mask changes.
+
+    Raises:
+        ValueError: the mask is not ``(B, T)`` 0/1, or it has pads inside a document.
+    """
+    B, T = attention_mask.shape if attention_mask.dim() == 2 else (-1, -1)
+    if (
+        attention_mask.dim() != 2
+        or attention_mask.dtype.is_floating_point
+        or attention_mask.dtype.is_complex
+        or (segment_ids is not None and tuple(segment_ids.shape) != (B, T))
+        or not bool(((attention_mask == 0) | (attention_mask == 1)).all())
+    ):
+        raise ValueError(
+            f"attention_mask must be a (B, T) tensor of 0/1 integers (1: a real token) matching "
+            f"input_ids; got {attention_mask.dtype} {tuple(attention_mask.shape)}"
+        )
+    real = attention_mask.bool()
+    starts = segment_starts(
+        torch.zeros_like(real, dtype=torch.int64) if segment_ids is None else segment_ids
+    )
+    real_starts = real & (starts | torch.cat([real.new_ones(B, 1), ~real[:, :-1]], dim=1))
+    # Real runs per document: at most one.
+    document = starts.cumsum(dim=1) - 1
+    runs = torch.zeros(B, T, dtype=torch.int64, device=real.device)
+    runs.scatter_add_(1, document, real_starts.to(torch.int64))
+    if bool((runs > 1).any()):
+        row = int((runs > 1).any(dim=1).nonzero()[0])
+        raise ValueError(
+            f"attention_mask has pads between real tokens of one document (row {row}); pad on "
+            f"the left or the right only (pads between packed documents need segment_ids)"
+        )
+    changes = starts | torch.cat([real.new_zeros(B, 1), real[:, 1:] != real[:, :-1]], dim=1)
+    return changes.cumsum(dim=1) - 1

@@ -145,7 +145,20 @@ class RotaryEmbedding(nn.Module):
         """
         self.check_inputs(q, k, x, segment_ids)
         with torch.autocast(device_type=q.device.type, enabled=False):
-            theta, new_state = self.angles(x, state, compute_dtype(q.dtype), segment_ids)
+            return self.rotate(q, k, x, state, compute_dtype(q.dtype), segment_ids)
+
+    def rotate(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        x: torch.Tensor,
+        state: Any,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The body of ``forward`` on checked inputs, autocast off: the angles in ``dtype``
+        (float32 / float64), then the one rotation. Arguments and returns as ``forward``."""
+        theta, new_state = self.angles(x, state, dtype, segment_ids)
         return (*apply_rotary_qk(q, k, theta, self.interleaved), new_state)
 
 
@@ -189,22 +202,21 @@ class CumulativeRotaryEmbedding(RotaryEmbedding):
         theta, final_phase = cumulative_angles(increments, frequencies, initial_phase, segment_ids)
         return theta, self.make_state(final_phase, rest)
 
-    def forward(
+    def rotate(
         self,
         q: torch.Tensor,
         k: torch.Tensor,
         x: torch.Tensor,
-        state: Any = None,
-        segment_ids: torch.Tensor | None = None,
+        state: Any,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """As ``RotaryEmbedding.forward``, through ``cumulative_rotary``."""
-        self.check_inputs(q, k, x, segment_ids)
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            increments, frequencies, initial_phase, rest = self.phase_inputs(
-                x, state, compute_dtype(q.dtype), segment_ids
-            )
-            q_rot, k_rot, final_phase = cumulative_rotary(
-                q, k, increments, frequencies, initial_phase, segment_ids, self.interleaved,
-                self.backend,
-            )  # fmt: skip
+        """As ``RotaryEmbedding.rotate``, through ``cumulative_rotary``."""
+        increments, frequencies, initial_phase, rest = self.phase_inputs(
+            x, state, dtype, segment_ids
+        )
+        q_rot, k_rot, final_phase = cumulative_rotary(
+            q, k, increments, frequencies, initial_phase, segment_ids, self.interleaved,
+            self.backend,
+        )  # fmt: skip
         return q_rot, k_rot, self.make_state(final_phase, rest)

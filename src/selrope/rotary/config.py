@@ -193,6 +193,7 @@ class SelectiveRoPEConfig:
 
 
 RotaryConfig = NoPEConfig | RoPEConfig | CARoPEConfig | SelectiveRoPEConfig
+"""Any of the rotary configs (what ``build_rotary`` accepts beside a dict)."""
 
 CONFIG_TYPES: dict[str, type] = {
     "nope": NoPEConfig,
@@ -237,6 +238,8 @@ SELECTIVE_LM_RECIPE: Mapping[str, Any] = MappingProxyType(
         "theta_base": 500000.0,
     }
 )
+"""Selective RoPE for language modelling: the released LM sweep's settings (full-rank, conv
++ SiLU, standard gate, no bias)."""
 
 # State tracking (parity and group word problems): low-rank 32, linear conv, bias on (a learnable
 # per-pair frequency), no gate, all frequencies 1 (theta_base 1).
@@ -252,6 +255,7 @@ SELECTIVE_STATE_TRACKING_RECIPE: Mapping[str, Any] = MappingProxyType(
         "theta_base": 1.0,
     }
 )
+"""Selective RoPE for state tracking (parity, group word problems)."""
 
 # Copying with length generalisation: skip conv (absolute, token-local angles) and rfa frequencies
 # (c = 0.9999, max 0.25); the paper sweeps gate and bias on top of this.
@@ -266,3 +270,4 @@ SELECTIVE_COPYING_RECIPE: Mapping[str, Any] = MappingProxyType(
         "temp_max": 0.25,
     }
 )
+"""Selective RoPE for the copying task."""

@@ -78,27 +78,26 @@ class RoPE(RotaryEmbedding):
         )
         self.frequencies = Frequencies(frequencies)
 
-    def forward(
+    def rotate(
         self,
         q: torch.Tensor,
         k: torch.Tensor,
         x: torch.Tensor,
-        state: RoPEState | None = None,
-        segment_ids: torch.Tensor | None = None,
+        state: RoPEState | None,
+        dtype: torch.dtype,
+        segment_ids: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, RoPEState]:
-        """Rotate q and k (``(B, T, H, D)``) as ``RotaryEmbedding.forward`` does (without packed
-        documents through ``rope_rotary``: the fused kernel on CUDA with Triton), then multiply
-        both by YaRN's attention factor when it is not 1."""
+        """As ``RotaryEmbedding.rotate`` (without packed documents through ``rope_rotary``: the
+        fused kernel on CUDA with Triton), then q and k ``(B, T, H, D)`` times YaRN's attention
+        factor when it is not 1."""
         if segment_ids is None:
-            check_qkx(q, k, x, self.num_heads, self.head_dim, self.model_dim)
             offset = self._offset(x, state)
-            with torch.autocast(device_type=q.device.type, enabled=False):
-                q_rot, k_rot = rope_rotary(
-                    q, k, self.frequencies(), offset, self.interleaved, self.backend
-                )
+            q_rot, k_rot = rope_rotary(
+                q, k, self.frequencies(), offset, self.interleaved, self.backend
+            )
             new_state = RoPEState(offset + q.shape[1])
         else:
-            q_rot, k_rot, new_state = super().forward(q, k, x, state, segment_ids)
+            q_rot, k_rot, new_state = super().rotate(q, k, x, state, dtype, segment_ids)
         if self.attention_factor == 1.0:
             return q_rot, k_rot, new_state
         return q_rot * self.attention_factor, k_rot * self.attention_factor, new_state

@@ -28,6 +28,7 @@ from selrope.tasks.state_tracking import state_tracking
 
 # name -> builder, for callers that only build (the registry has the rest: registry.py)
 TASKS: dict[str, Callable[..., TaskData]] = {name: spec.build for name, spec in TASK_SPECS.items()}
+"""Task name -> builder, for callers that only build (the registry has the rest)."""
 
 
 def task_parameters(name: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 IGNORE_INDEX = -100
+"""The target of positions that are not scored (the cross-entropy's ignore_index)."""
 
 Seed = int | np.random.Generator | torch.Generator
 

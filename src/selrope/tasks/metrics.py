@@ -24,10 +24,10 @@ def masked_accuracy(predictions: Tensor, targets: Tensor) -> dict[str, float]:
         targets: LongTensor (N, L), IGNORE_INDEX where there is no target.
 
     Returns:
-        {"token_accuracy": correct / counted over targets != -100,
-         "sequence_accuracy": fraction of rows with at least one target whose targets are all
-         right (rows without targets are excluded),
-         "num_tokens": counted targets, "num_sequences": counted rows}. An empty count gives nan.
+        A dict: ``token_accuracy`` (correct / counted over targets != -100),
+        ``sequence_accuracy`` (the fraction of rows with at least one target whose targets are
+        all right; rows without targets are excluded), ``num_tokens`` (counted targets) and
+        ``num_sequences`` (counted rows). An empty count gives nan.
     """
     _check(predictions, targets)
     valid = targets != IGNORE_INDEX

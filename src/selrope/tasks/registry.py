@@ -208,6 +208,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
         ),
     )
 }
+"""Every registered task by name."""
 
 
 def task_spec(name: str) -> TaskSpec:

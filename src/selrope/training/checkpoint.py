@@ -31,6 +31,7 @@ from selrope.models.io import load_weights, save_weights
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
+SHARDS_DIR = "dcp"  # a sharded checkpoint's weights and optimizer state (sharded_checkpoint.py)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -95,14 +96,15 @@ def step_dir_name(step: int) -> str:
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoint directories under `root`, oldest step first."""
+    """Complete checkpoint directories under `root` (whole-model or sharded), oldest first."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
         match = _STEP_DIR.match(child.name)
-        if match and (child / MODEL_FILE).is_file() and (child / STATE_FILE).is_file():
+        weights = (child / MODEL_FILE).is_file() or (child / SHARDS_DIR).is_dir()
+        if match and weights and (child / STATE_FILE).is_file():
             found.append((int(match.group(1)), child))
     return [path for _, path in sorted(found)]
 

@@ -22,6 +22,7 @@ from selrope.common import (
 )
 
 from .callbacks import LOGGERS
+from .sharding import PARALLEL_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -39,6 +40,7 @@ RESUMABLE_FIELDS = (
     "device",
     "precision",
     "compile",
+    "activation_checkpointing",
     "log",
     "out_dir",
 )
@@ -82,6 +84,12 @@ class TrainConfig:
     device: str = setting("auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     precision: str = setting("auto", help="auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16")
     compile: bool = setting(False, help="torch.compile the model for training")
+    parallel: str = setting(
+        "ddp", help="ddp (replicas) or fsdp (FSDP2: weights, gradients, AdamW state sharded)"
+    )
+    activation_checkpointing: bool = setting(
+        False, help="recompute each block's activations in the backward (less memory)"
+    )
     early_stop_accuracy: float | None = setting(
         None, help="stop once the main test sequence accuracy reaches it; none: never"
     )
@@ -144,6 +152,8 @@ class TrainConfig:
         if self.grad_clip is not None:
             check_positive_float("grad_clip", self.grad_clip)
         check_bool("compile", self.compile)
+        check_choice("parallel", self.parallel, PARALLEL_MODES)
+        check_bool("activation_checkpointing", self.activation_checkpointing)
         check_choice("precision", self.precision, PRECISIONS)
         if not (isinstance(self.device, str) and _DEVICE.match(self.device)):
             raise ValueError(

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from selrope.tasks.base import IGNORE_INDEX, Batch, BatchSource, as_batch_source
@@ -49,6 +51,12 @@ from .errors import NonFiniteLossError
 from .metrics import evaluate, model_logits, sequence_loss
 from .optim import build_optimizer, lr_schedule
 from .run_folder import RunFolder, Start
+from .sharded_checkpoint import (
+    is_sharded_checkpoint,
+    load_sharded_checkpoint,
+    save_sharded_checkpoint,
+)
+from .sharding import full_value, gradient_sync, is_sharded, local, shard_model
 
 Split = tuple[torch.Tensor, torch.Tensor] | BatchSource  # (inputs, targets) (N, T), or rows
 
@@ -98,13 +106,23 @@ def check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
         )
 
 
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    return isinstance(tensor, DTensor)
+
+
 def check_finite_parameters(params: list[torch.Tensor], step: int, checkpoint: Path | None) -> None:
     """Raise ``NonFiniteLossError`` when an update has left a parameter NaN/inf (one host sync,
-    after every update: a diverged model is never evaluated or written)."""
-    finite = torch.stack([torch.isfinite(p).all() for p in params])
-    if not bool(finite.all()):
-        bad = params[int((~finite).nonzero()[0])]
-        value = bad[~torch.isfinite(bad)].flatten()[0].item()
+    after every update: a diverged model is never evaluated or written). Sharded parameters are
+    checked shard by shard, and every rank learns of a bad shard anywhere."""
+    finite = torch.stack([torch.isfinite(local(p)).all() for p in params])
+    all_finite = finite.all()
+    if dist.is_initialized() and dist.get_world_size() > 1 and any(map(is_dtensor, params)):
+        flag = all_finite.to(torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        all_finite = flag.bool()
+    if not bool(all_finite):
+        bad = [local(p) for p, ok in zip(params, finite.tolist(), strict=True) if not ok]
+        value = bad[0][~torch.isfinite(bad[0])].flatten()[0].item() if bad else float("nan")
         raise NonFiniteLossError(step, "parameter after the update", value, checkpoint)
 
 
@@ -150,8 +168,7 @@ def accumulate_gradients(
     for i in range(micro_steps):
         x, y = parts[0][i].to(device), parts[1][i].to(device)
         segment_ids = None if parts[2] is None else parts[2][i].to(device)
-        last = i == micro_steps - 1
-        sync = contextlib.nullcontext() if last or world.size == 1 else model.no_sync()
+        sync = gradient_sync(model, enabled=i == micro_steps - 1)
         autocast = torch.autocast(
             device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
         )
@@ -167,13 +184,27 @@ def accumulate_gradients(
 
 
 def wrap_for_training(model: nn.Module, cfg: TrainConfig, world: World) -> nn.Module:
-    """The module the training steps call: DDP across processes, torch.compile if asked."""
+    """The module the training steps call: DDP across processes (an FSDP model is already
+    sharded in place), torch.compile if asked."""
     wrapped = model
-    if world.size > 1:
+    if world.size > 1 and cfg.parallel == "ddp":
         device_ids = [world.device.index] if world.device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=device_ids)
     # torch.compile's wrapper forwards attribute lookups (DDP's no_sync) to the module inside.
     return torch.compile(wrapped) if cfg.compile else wrapped
+
+
+def prepare_model(model: nn.Module, cfg: TrainConfig, world: World) -> nn.Module:
+    """Move the model to the run's device, shard it for FSDP, turn on activation
+    checkpointing: what must happen before the optimizer sees the parameters."""
+    model.to(world.device)
+    if cfg.activation_checkpointing:
+        if not hasattr(model, "gradient_checkpointing_enable"):
+            raise ValueError("activation_checkpointing needs a selrope LanguageModel")
+        model.gradient_checkpointing_enable()
+    if cfg.parallel == "fsdp":
+        shard_model(model, world.device, bf16=cfg.autocast_dtype(world.device) is torch.bfloat16)
+    return model
 
 
 @contextlib.contextmanager
@@ -219,8 +250,18 @@ class TrainState:
 
     def restore(self, checkpoint: Path) -> dict[str, Any]:
         """Load the checkpoint into this state (weights, moments, RNG, counters)."""
+        sharded_model, sharded_file = is_sharded(self.model), is_sharded_checkpoint(checkpoint)
+        if sharded_model != sharded_file:
+            raise ValueError(
+                f"cannot resume from {checkpoint}: it is a "
+                f"{'sharded (--parallel fsdp)' if sharded_file else 'whole-model'} checkpoint and "
+                f"this run is {'--parallel fsdp' if sharded_model else 'not sharded'}"
+            )
         try:
-            saved = load_checkpoint(checkpoint, self.model, self.optimizer)
+            if sharded_file:
+                saved = load_sharded_checkpoint(checkpoint, self.model, self.optimizer)
+            else:
+                saved = load_checkpoint(checkpoint, self.model, self.optimizer)
         except RuntimeError as error:
             reason = str(error).strip().splitlines()[0]
             raise ValueError(
@@ -264,7 +305,7 @@ class Trainer:
         self.data, self.cfg, self.folder, self.world = data, cfg, folder, world
         self.micro_steps = cfg.micro_steps(world.size)
         self.autocast_dtype = cfg.autocast_dtype(world.device)
-        model.to(world.device)
+        prepare_model(model, cfg, world)
         self.state = TrainState(model, build_optimizer(model, cfg))
         self.params = [p for group in self.state.optimizer.param_groups for p in group["params"]]
         self.source = as_batch_source(data.train)
@@ -327,7 +368,9 @@ class Trainer:
         )
         if not torch.isfinite(loss):
             raise NonFiniteLossError(step, "loss", loss.item(), state.checkpoint)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip or math.inf)
+        grad_norm = full_value(
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip or math.inf)
+        )
         if not torch.isfinite(grad_norm):
             raise NonFiniteLossError(step, "gradient norm", grad_norm.item(), state.checkpoint)
         state.optimizer.step()
@@ -370,7 +413,17 @@ class Trainer:
         state = self.state
         state.elapsed_s = self.elapsed()
         path = self.folder.checkpoints / step_dir_name(step)
-        if self.world.is_main:
+        if is_sharded(state.model):
+            path = save_sharded_checkpoint(
+                self.folder.checkpoints,
+                step,
+                state.model,
+                state.optimizer,
+                state.extra(self.cfg),
+                self.cfg.keep_checkpoints,
+                self.world.is_main,
+            )
+        elif self.world.is_main:
             path = save_checkpoint(
                 self.folder.checkpoints,
                 step,
