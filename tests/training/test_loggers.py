@@ -47,3 +47,23 @@ def test_an_unknown_logger_is_a_one_line_error(tmp_path, capsys):
         main([*TINY, "--log", "mlflow", "--out", str(tmp_path / "r")])
     assert stopped.value.code == 2 and not (tmp_path / "r").exists()
     assert "--log must be one of tensorboard, wandb; got 'mlflow'" in capsys.readouterr().err
+
+
+def test_mfu_is_on_the_bar_and_in_tensorboard_when_the_peak_is_known(tmp_path, capsys):
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    main([*TINY, "--log", "tensorboard", "--peak-flops", "1e9", "--out", str(tmp_path)])
+    assert "mfu=" in capsys.readouterr().err
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    mfu = [event.value for event in events.Scalars("train/mfu")]
+    speeds = [event.value for event in events.Scalars("train/tokens_per_s")]
+    plan = json.loads((tmp_path / "run.json").read_text())
+    assert len(mfu) == 4 and all(0 < value for value in mfu)
+    # mfu = tokens/s x training FLOPs per token / peak: the ratio is the same at every step.
+    ratios = [m / s for m, s in zip(mfu, speeds, strict=True)]
+    assert ratios == pytest.approx([ratios[0]] * 4, rel=1e-5)  # TensorBoard keeps float32
+    assert plan["train"]["peak_flops"] == 1e9
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert all("mfu" not in row for row in rows)  # the metrics files keep their columns

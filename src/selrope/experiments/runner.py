@@ -19,7 +19,7 @@ import torch
 from selrope.models import LanguageModel
 from selrope.models.io import check_fits_in_memory
 from selrope.tasks import TaskData, task_spec
-from selrope.training import RunFolder, Start, Trainer, is_main_process
+from selrope.training import RunFolder, Start, TrainConfig, Trainer, is_main_process
 from selrope.training.callbacks import build_loggers
 from selrope.training.checkpoint import STATE_FILE, read_state
 from selrope.training.run_folder import LEGACY_FILES, is_empty, remove_outputs, selrope_outputs
@@ -30,6 +30,7 @@ from selrope.training.trainer import check_resumable, check_training_data, train
 from .config import RunConfig, build_run, identity_differences, identity_of
 from .legacy import sections_of_legacy_spec
 from .parallel import run_parallel
+from .plan import Hardware, RunPlan, plan_run
 
 Sections = dict[str, dict[str, Any]]
 TRAINING_BYTES_PER_PARAMETER = 16  # float32 weights, gradients and AdamW's two moments
@@ -142,6 +143,17 @@ def save_model(model: LanguageModel, config: RunConfig, folder: RunFolder, param
         shutil.copyfile(path, folder.model_dir / path.name)
 
 
+def plan_summary(cost: RunPlan, train: TrainConfig) -> str:
+    """Two lines of ``selrope plan`` for the start of a run (its parallelism's memory)."""
+    memory = cost.fsdp if train.parallel == "fsdp" else cost.ddp
+    total = memory.total_checkpointed if train.activation_checkpointing else memory.total
+    return (
+        f"plan: {cost.parameters:,} parameters, {cost.flops_per_token.training / 1e9:.3g} GFLOPs "
+        f"per training token, {cost.tokens:,} tokens to train; about {total / 1e9:.2f} GB per "
+        "process (weights, gradients, AdamW, activations at the micro-batch: selrope plan)"
+    )
+
+
 def run_one(sections: Sections, progress: bool = True) -> list[dict[str, Any]]:
     """Train one run (option values by section, see ``build_run``); return its result rows.
 
@@ -157,6 +169,9 @@ def run_one(sections: Sections, progress: bool = True) -> list[dict[str, Any]]:
         loggers = (
             build_loggers(config.train.log, folder.path, config.to_dict()) if world.is_main else []
         )
+        cost = plan_run(config.model, config.train, data.train_length, Hardware(world.size))
+        if world.is_main and progress:
+            print(plan_summary(cost, config.train), flush=True)
         trainer = Trainer(
             model,
             data,
@@ -166,6 +181,7 @@ def run_one(sections: Sections, progress: bool = True) -> list[dict[str, Any]]:
             loggers,
             progress,
             task_spec(config.task).headline_metric,
+            cost.flops_per_token.training,
         )
         final = trainer.train()
         whole = whole_model(model, config)  # every rank takes part in gathering FSDP shards

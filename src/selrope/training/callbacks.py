@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .metrics import MetricsLog
+from .metrics import METRIC_COLUMNS, MetricsLog
 
 LOGGERS = ("tensorboard", "wandb")
 # The training-row values that the scalar loggers (TensorBoard, W&B) record, by their tag.
@@ -30,6 +30,7 @@ SCALARS = {
     "train/grad_norm": "grad_norm",
     "train/tokens_per_s": "tokens_per_s",
     "train/token_accuracy": "token_accuracy",
+    "train/mfu": "mfu",
 }
 
 
@@ -73,7 +74,7 @@ class MetricsFile(Callback):
 
     def on_log(self, row: dict[str, Any]) -> None:
         self.last_row = row
-        self.log.append(row)
+        self.log.append({key: value for key, value in row.items() if key in METRIC_COLUMNS})
 
     def on_evaluate(self, step: int, results: dict[int, dict[str, Any]]) -> None:
         extra = {key: self.last_row.get(key) for key in ("lr", "elapsed_s")}
@@ -100,6 +101,8 @@ class ProgressBar(Callback):
         self.postfix.update(
             loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:,.0f}"
         )
+        if "mfu" in row:
+            self.postfix["mfu"] = f"{row['mfu']:.1%}"
         self.bar.set_postfix(self.postfix)
 
     def on_evaluate(self, step: int, results: dict[int, dict[str, Any]]) -> None:

@@ -25,6 +25,8 @@ from .callbacks import LOGGERS
 from .sharding import PARALLEL_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# Dense bf16 peak FLOP/s of the GPUs the MFU knows by name (their data sheets).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -41,6 +43,7 @@ RESUMABLE_FIELDS = (
     "precision",
     "compile",
     "activation_checkpointing",
+    "peak_flops",
     "log",
     "out_dir",
 )
@@ -97,6 +100,11 @@ class TrainConfig:
         None, help="save a checkpoint every this many steps; none: only at the end"
     )
     keep_checkpoints: int = setting(2, help="how many most recent checkpoints to keep")
+    peak_flops: float | None = setting(
+        None,
+        help="each device's peak FLOP/s, for the MFU on the bar and in TensorBoard; none: "
+        "known GPUs' bf16 peak (H100 / H200 989e12, A100 312e12), else no MFU",
+    )
     log: tuple[str, ...] = setting(
         (), help="loggers beside metrics.jsonl: tensorboard, wandb (offline), or both"
     )
@@ -159,6 +167,8 @@ class TrainConfig:
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'; got {self.device!r}"
             )
+        if self.peak_flops is not None:
+            check_positive_float("peak_flops", self.peak_flops)
         if self.early_stop_accuracy is not None:
             check_range("early_stop_accuracy", self.early_stop_accuracy, 0, 1, low_open=True)
         if not isinstance(self.out_dir, str) or not self.out_dir.strip():
@@ -204,6 +214,13 @@ class TrainConfig:
                 "devices); use --device cpu or auto"
             )
         return device
+
+    def resolved_peak_flops(self, device: torch.device) -> float | None:
+        """``peak_flops``, else the bf16 dense peak of a GPU this table knows, else None."""
+        if self.peak_flops is not None or device.type != "cuda":
+            return self.peak_flops
+        name = torch.cuda.get_device_name(device)
+        return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
 
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         """The autocast dtype for `device`, or None for plain fp32."""

@@ -289,6 +289,8 @@ class Trainer:
         callbacks: reporters called on rank 0 (the metrics files are always added).
         progress: add the tqdm bar.
         headline: the metric the bar shows: "perplexity" or an accuracy.
+        flops_per_token: training FLOPs per token (``selrope plan``'s); with a known peak
+            (``TrainConfig.resolved_peak_flops``) the rows the bar and loggers see carry "mfu".
     """
 
     def __init__(
@@ -301,6 +303,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
         headline: str = "sequence_accuracy",
+        flops_per_token: float | None = None,
     ):
         self.data, self.cfg, self.folder, self.world = data, cfg, folder, world
         self.micro_steps = cfg.micro_steps(world.size)
@@ -311,6 +314,9 @@ class Trainer:
         self.source = as_batch_source(data.train)
         self.batches = DeterministicBatches(self.source.num_rows, cfg.batch_size, cfg.seed)
         self.main_length = main_test_length(data)
+        peak = cfg.resolved_peak_flops(world.device)
+        self.flops_per_second_peak = None if peak is None or not flops_per_token else peak
+        self.flops_per_token = flops_per_token
         self.callbacks: list[Callback] = []
         if world.is_main:
             self.callbacks.append(MetricsFile(folder.path, bool(folder.resume)))
@@ -378,6 +384,7 @@ class Trainer:
         # the update that did it (one host sync, like the loss's), never by a later op's check.
         check_finite_parameters(self.params, step, state.checkpoint)
         accuracy = masked_accuracy(predictions, targets)
+        tokens_per_s = batch.inputs.numel() / (time.perf_counter() - started)
         return {
             "step": step,
             "split": "train",
@@ -387,9 +394,16 @@ class Trainer:
             "sequence_accuracy": accuracy["sequence_accuracy"],
             "lr": lr,
             "grad_norm": grad_norm.item(),
-            "tokens_per_s": batch.inputs.numel() / (time.perf_counter() - started),
+            "tokens_per_s": tokens_per_s,
             "elapsed_s": self.elapsed(),
-        }
+        } | self.mfu(tokens_per_s)
+
+    def mfu(self, tokens_per_s: float) -> dict[str, float]:
+        """``{"mfu": ...}``: model FLOPs per second over every process's peak ({} unknown)."""
+        if self.flops_per_second_peak is None:
+            return {}
+        peak = self.flops_per_second_peak * self.world.size
+        return {"mfu": tokens_per_s * self.flops_per_token / peak}
 
     def evaluate(self, step: int) -> dict[int, dict[str, Any]]:
         """Evaluate every test length; decide the early stop on the main length's sequence
