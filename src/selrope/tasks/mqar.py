@@ -109,6 +109,19 @@ def mqar(
     return to_long(inputs), to_long(targets)
 
 
+def _one_per_length(name: str, value: object, lengths_name: str, count: int) -> list[int]:
+    """``value`` (an int or a list) as one positive int per length: an int applies to all."""
+    values = check_int_list(name, value, 1)
+    if len(values) == 1:
+        values = values * count
+    if len(values) != count:
+        raise ValueError(
+            f"{name} must be an int or match {lengths_name} in length; got {len(values)} "
+            f"values for {count} lengths"
+        )
+    return values
+
+
 def build_mqar(
     seed: int,
     *,
@@ -140,14 +153,7 @@ def build_mqar(
             from [1, V) instead of 0.
     """
     train_lens = check_int_list("seq_len", seq_len, 4)
-    train_kv = check_int_list("num_kv_pairs", num_kv_pairs, 1)
-    if len(train_kv) == 1:
-        train_kv = train_kv * len(train_lens)
-    if len(train_kv) != len(train_lens):
-        raise ValueError(
-            f"num_kv_pairs must be an int or match seq_len in length; got {len(train_kv)} "
-            f"values for {len(train_lens)} lengths"
-        )
+    train_kv = _one_per_length("num_kv_pairs", num_kv_pairs, "seq_len", len(train_lens))
     check_int("num_train", num_train, 1)
     check_int("num_test", num_test, 1)
     test_list = train_lens if test_lens is None else check_int_list("test_lens", test_lens, 4)
@@ -155,14 +161,7 @@ def build_mqar(
     if test_kv_pairs is None:
         test_kv = [known.get(length, length // 16) for length in test_list]
     else:
-        test_kv = check_int_list("test_kv_pairs", test_kv_pairs, 1)
-        if len(test_kv) == 1:
-            test_kv = test_kv * len(test_list)
-        if len(test_kv) != len(test_list):
-            raise ValueError(
-                f"test_kv_pairs must be an int or match test_lens in length; got {len(test_kv)} "
-                f"values for {len(test_list)} lengths"
-            )
+        test_kv = _one_per_length("test_kv_pairs", test_kv_pairs, "test_lens", len(test_list))
     if len(set(test_list)) != len(test_list):
         raise ValueError(f"test_lens must be distinct; got {test_list}")
     for length, n in zip(train_lens + test_list, train_kv + test_kv, strict=True):

@@ -9,17 +9,7 @@ from typing import Any
 
 import torch
 
-from selrope.common import (
-    check_bool,
-    check_choice,
-    check_non_negative_int,
-    check_positive_float,
-    check_positive_int,
-    check_range,
-    is_finite_number,
-    is_int,
-    setting,
-)
+from selrope.common import checks, setting
 
 from .callbacks import LOGGERS
 from .sharding import PARALLEL_MODES
@@ -114,7 +104,7 @@ class TrainConfig:
         betas, log = self.betas, self.log
         # JSON gives lists back; frozen, so normalised through object.__setattr__.
         if isinstance(betas, (list, tuple)) and len(betas) == 2:
-            if not all(is_finite_number(b) and 0 <= b < 1 for b in betas):
+            if not all(checks.is_finite_number(b) and 0 <= b < 1 for b in betas):
                 raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
             object.__setattr__(self, "betas", tuple(float(b) for b in betas))
         else:
@@ -132,10 +122,10 @@ class TrainConfig:
             "log_every",
             "keep_checkpoints",
         ):
-            check_positive_int(name, getattr(self, name))
+            checks.check_positive_int(name, getattr(self, name))
         for name in ("micro_batch_size", "checkpoint_every"):
             value = getattr(self, name)
-            if value is not None and (not is_int(value) or value < 1):
+            if value is not None and (not checks.is_int(value) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
         if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
             # Checked here, before any run folder exists; the split over processes is checked
@@ -144,33 +134,33 @@ class TrainConfig:
                 f"micro_batch_size must divide batch_size ({self.batch_size}); "
                 f"got {self.micro_batch_size}"
             )
-        check_non_negative_int("seed", self.seed)
+        checks.check_non_negative_int("seed", self.seed)
         # Bounded so that AdamW's float32 arithmetic cannot overflow (an lr near 3e37 raised
         # inside the optimizer's step): beyond these bounds no setting trains anyway.
-        check_range("lr", self.lr, 0, MAX_LR, low_open=True)
-        check_range("eps", self.eps, 0, MAX_EPS, low_open=True)
-        check_range("weight_decay", self.weight_decay, 0, MAX_WEIGHT_DECAY)
+        checks.check_range("lr", self.lr, 0, MAX_LR, low_open=True)
+        checks.check_range("eps", self.eps, 0, MAX_EPS, low_open=True)
+        checks.check_range("weight_decay", self.weight_decay, 0, MAX_WEIGHT_DECAY)
         if self.warmup_steps is not None and not (
-            is_int(self.warmup_steps) and 0 <= self.warmup_steps <= self.steps
+            checks.is_int(self.warmup_steps) and 0 <= self.warmup_steps <= self.steps
         ):
             raise ValueError(
                 f"warmup_steps must be in [0, {self.steps}] or None; got {self.warmup_steps!r}"
             )
-        check_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        checks.check_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
         if self.grad_clip is not None:
-            check_positive_float("grad_clip", self.grad_clip)
-        check_bool("compile", self.compile)
-        check_choice("parallel", self.parallel, PARALLEL_MODES)
-        check_bool("activation_checkpointing", self.activation_checkpointing)
-        check_choice("precision", self.precision, PRECISIONS)
+            checks.check_positive_float("grad_clip", self.grad_clip)
+        checks.check_bool("compile", self.compile)
+        checks.check_choice("parallel", self.parallel, PARALLEL_MODES)
+        checks.check_bool("activation_checkpointing", self.activation_checkpointing)
+        checks.check_choice("precision", self.precision, PRECISIONS)
         if not (isinstance(self.device, str) and _DEVICE.match(self.device)):
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'; got {self.device!r}"
             )
         if self.peak_flops is not None:
-            check_positive_float("peak_flops", self.peak_flops)
+            checks.check_positive_float("peak_flops", self.peak_flops)
         if self.early_stop_accuracy is not None:
-            check_range("early_stop_accuracy", self.early_stop_accuracy, 0, 1, low_open=True)
+            checks.check_range("early_stop_accuracy", self.early_stop_accuracy, 0, 1, low_open=True)
         if not isinstance(self.out_dir, str) or not self.out_dir.strip():
             raise ValueError(f"out_dir must name a folder; got {self.out_dir!r}")
 
