@@ -270,3 +270,83 @@ def test_task_configs_for_the_real_blimp_and_piqa(tmp_path) -> None:
     first = json.loads(paradigms[0].read_text().splitlines()[0])
     assert first["choices"] == [first["sentence_good"], first["sentence_bad"]]
     assert sum(len(path.read_text().splitlines()) for path in paradigms) == 67_000
+
+
+def test_hflm_batches_give_the_numbers_of_batch_size_1(byte_run, offline) -> None:
+    # `--model hf --batch_size 8`: right-padded scoring, left-padded generation (HFLM pads
+    # generation prompts on the left and passes the attention mask to generate).
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from selrope.models.hf import SelropeForCausalLM, SelropeTokenizer
+
+    def hflm(batch_size: int) -> HFLM:
+        return HFLM(
+            pretrained=SelropeForCausalLM.from_pretrained(byte_run / "model"),
+            backend="causal",
+            tokenizer=SelropeTokenizer.from_pretrained(byte_run / "model"),
+            batch_size=batch_size,
+        )
+
+    pairs = [
+        ("Question: why?\nAnswer:", " because"),
+        ("", "The cats sleep."),
+        ("ab", "c"),
+        ("a much longer context that runs on for a while before", " the end"),
+    ]
+    scoring = [
+        Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i)
+        for i, pair in enumerate(pairs)
+    ]
+    generation = [
+        Instance(
+            request_type="generate_until",
+            doc={},
+            arguments=(context, {"until": ["\n"], "max_gen_toks": 10, "do_sample": False}),
+            idx=i,
+        )
+        for i, (context, _) in enumerate(pairs)
+        if context
+    ]
+    one, eight = hflm(1), hflm(8)
+    expected = one.loglikelihood(scoring)
+    results = eight.loglikelihood(scoring)
+    assert [greedy for _, greedy in results] == [greedy for _, greedy in expected]
+    assert [lp for lp, _ in results] == pytest.approx([lp for lp, _ in expected], abs=1e-5)
+    texts = eight.generate_until(generation)
+    assert texts == one.generate_until(generation)
+    assert any(texts)
+    assert offline == []
+
+
+@pytest.mark.parametrize("adapter", ["selrope", "hf"])
+def test_local_blimp_and_piqa_give_the_same_numbers_at_batch_size_8_and_1(
+    byte_run, tmp_path, offline, adapter
+) -> None:
+    from lm_eval.models.huggingface import HFLM
+
+    from selrope.evaluation.harness import evaluate_tasks, harness_model
+    from selrope.models.hf import SelropeForCausalLM, SelropeTokenizer
+
+    blimp, piqa = _write_local_data(tmp_path)
+    names = write_task_configs(tmp_path / "tasks", ["blimp", "piqa"], blimp, piqa)
+    tasks = load_tasks(names, tmp_path / "tasks")
+
+    def lm(batch_size: int):
+        if adapter == "selrope":
+            return harness_model(byte_run / "model", batch_size=batch_size)
+        return HFLM(
+            pretrained=SelropeForCausalLM.from_pretrained(byte_run / "model"),
+            backend="causal",
+            tokenizer=SelropeTokenizer.from_pretrained(byte_run / "model"),
+            batch_size=batch_size,
+        )
+
+    one = evaluate_tasks(lm(1), tasks)["results"]
+    eight = evaluate_tasks(lm(8), tasks)["results"]
+    assert set(one) == set(eight) and "selrope_piqa" in one
+    for task, row in one.items():
+        for metric, value in row.items():
+            if isinstance(value, float):
+                assert eight[task][metric] == pytest.approx(value, abs=1e-9), (task, metric)
+    assert offline == []

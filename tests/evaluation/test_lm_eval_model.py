@@ -127,8 +127,6 @@ def test_registered_with_lm_eval_and_built_from_its_argument_string(tmp_path) ->
         f"pretrained={run},max_batch_tokens=32", {"batch_size": "4", "device": "cpu"}
     )
     assert (lm.batch_size, lm.max_batch_tokens, lm.device) == (4, 32, torch.device("cpu"))
-    with pytest.raises(NotImplementedError, match="--model hf"):
-        lm.generate_until([])
 
 
 def test_user_errors(tmp_path) -> None:
@@ -143,3 +141,42 @@ def test_user_errors(tmp_path) -> None:
     (run / "model" / "tokenizer.json").unlink()
     with pytest.raises(ValueError, match="holds no tokenizer.json"):
         SelropeLM(run)
+
+
+GENERATIONS = [
+    ("Question: why?\nAnswer:", {"until": ["\n"], "max_gen_toks": 12}),
+    ("ab", {"until": ["\n"], "max_gen_toks": 12}),
+    ("", {"until": ["\n"], "max_gen_toks": 12}),
+    ("a much longer context that runs on for a while before", {"until": "e", "max_gen_toks": 7}),
+    ("x", {"until": ["\n"], "max_gen_toks": 12, "do_sample": False}),
+]
+
+
+def _generation_requests():
+    return [
+        Instance(request_type="generate_until", doc={}, arguments=pair, idx=i)
+        for i, pair in enumerate(GENERATIONS)
+    ]
+
+
+def _greedy_text(model: LanguageModel, context: str, gen_kwargs: dict) -> str:
+    until = gen_kwargs["until"]
+    ids = greedy_ids(model, list(context.encode()) or [EOS_ID], gen_kwargs["max_gen_toks"])
+    if EOS_ID in ids:
+        ids = ids[: ids.index(EOS_ID)]
+    text = bytes(ids).decode("utf-8", errors="replace")
+    for stop in [until] if isinstance(until, str) else until:
+        text = text.split(stop)[0]
+    return text
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_generate_until_is_greedy_decoding_whatever_the_batch(run, batch_size) -> None:
+    lm = SelropeLM(run, batch_size=batch_size)
+    model = LanguageModel.from_pretrained(run / "model").eval()
+    results = lm.generate_until(_generation_requests(), disable_tqdm=True)
+    expected = [_greedy_text(model, *request) for request in GENERATIONS]
+    assert results == expected
+    assert any(results)  # not all empty (the test can fail)
+    with pytest.raises(ValueError, match="greedily"):
+        lm.generate_until(_requests([("ab", {"do_sample": True})]))

@@ -72,7 +72,7 @@ def test_cache_continues_and_beam_reorder() -> None:
     assert rest.cache.get_seq_length() == 10
 
 
-def test_labels_give_the_shifted_loss_and_padding_is_refused() -> None:
+def test_labels_give_the_shifted_loss_and_pads_between_real_tokens_are_refused() -> None:
     model = tiny_model("attention", ROTARIES["rope"])
     hf_model = SelropeForCausalLM.from_language_model(model)
     ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(3))
@@ -81,13 +81,52 @@ def test_labels_give_the_shifted_loss_and_padding_is_refused() -> None:
         out.logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1)
     )
     torch.testing.assert_close(out.loss, expected)
-    right_padded = torch.ones_like(ids)
-    right_padded[0, -3:] = 0
-    hf_model(ids, attention_mask=right_padded)  # causal: the real tokens never see the pads
-    with pytest.raises(ValueError, match="no padding mask"):
-        hf_model(ids, attention_mask=right_padded.flip(1))
-    with pytest.raises(ValueError, match="no padding mask"):
-        hf_model(ids, attention_mask=right_padded, use_cache=True)
+    holes = torch.ones_like(ids)
+    holes[0, 3:5] = 0
+    with pytest.raises(ValueError, match="no padding mask with pads between real tokens"):
+        hf_model(ids, attention_mask=holes)
+    cached_pads = hf_model(ids[:, :2], attention_mask=torch.zeros_like(ids[:, :2]), use_cache=True)
+    with pytest.raises(ValueError, match="no padding mask with real tokens after a cached pad"):
+        hf_model(ids[:, 2:3], attention_mask=torch.tensor([[0, 0, 1]] * 2), cache=cached_pads.cache)
+
+
+def left_padded(rows: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(row) for row in rows)
+    ids = torch.full((len(rows), T), pad_id)
+    mask = torch.zeros(len(rows), T, dtype=torch.int64)
+    for b, row in enumerate(rows):
+        ids[b, T - len(row) :] = row
+        mask[b, T - len(row) :] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("rotary", list(ROTARIES))
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_left_padded_generate_and_logits_equal_each_prompt_alone(mixer: str, rotary: str) -> None:
+    hf_model = SelropeForCausalLM.from_language_model(tiny_model(mixer, ROTARIES[rotary])).eval()
+    gen = torch.Generator().manual_seed(6)
+    # Token 0 pads, so the prompts avoid it (generate infers a mask from pads in a prompt).
+    rows = [torch.randint(1, VOCAB, (n,), generator=gen) for n in (3, 11, 6)]
+    ids, mask = left_padded(rows)
+    options = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    greedy = hf_model.generate(input_ids=ids, attention_mask=mask, **options)
+    beams = hf_model.generate(input_ids=ids, attention_mask=mask, num_beams=3, **options)
+    # Logits in float64: exactly the same maths (in float32 these larger weights give logits of
+    # ~5 and chunk edges at other offsets a few ulps apart).
+    double = SelropeForCausalLM.from_language_model(
+        tiny_model(mixer, ROTARIES[rotary]).double()
+    ).eval()
+    with torch.no_grad():
+        logits = double(ids, attention_mask=mask).logits
+    T = ids.shape[1]
+    for b, row in enumerate(rows):
+        alone = hf_model.generate(row[None], **options)[0, len(row) :]
+        assert torch.equal(greedy[b, T:], alone)
+        alone = hf_model.generate(row[None], num_beams=3, **options)[0, len(row) :]
+        assert torch.equal(beams[b, T:], alone)
+        with torch.no_grad():
+            expected = double(row[None]).logits[0]
+        torch.testing.assert_close(logits[b, T - len(row) :], expected, atol=1e-10, rtol=1e-10)
 
 
 def test_save_load_save_is_bit_identical(tmp_path) -> None:
@@ -160,3 +199,52 @@ def test_auto_tokenizer_on_a_prepared_byte_corpus(tmp_path, monkeypatch) -> None
     assert again(text)["input_ids"] == ids[:-1] and again.eos_token == EOS_TOKEN
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert loaded.generation_config.eos_token_id == tokenizer.eos_token_id
+
+
+def test_pipeline_batch_of_prompts_and_streamer_equal_each_prompt_alone(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    from transformers import TextStreamer, pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("The cat sat on the mat.")
+    (tmp_path / "docs" / "b.txt").write_text("another document")
+    prepare_corpus([tmp_path / "docs"], "byte", tmp_path / "data", progress=False)
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tmp_path / "data" / "tokenizer.json")).get_vocab_size()
+    torch.manual_seed(0)
+    model = LanguageModel(
+        LMConfig(
+            vocab_size=vocab,
+            d_model=16,
+            n_layers=1,
+            n_heads=2,
+            mixer="gdn",
+            rotary={"type": "rope"},
+        )
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "tokenizer.json").write_bytes(
+        (tmp_path / "data" / "tokenizer.json").read_bytes()
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == EOS_TOKEN
+    generator = pipeline("text-generation", model=str(tmp_path / "model"))
+    prompts = ["The cat", "A much longer prompt than that", "x"]
+    options = dict(max_new_tokens=10, do_sample=False)
+    batched = generator(prompts, batch_size=3, **options)
+    alone = [generator(prompt, **options) for prompt in prompts]
+    assert batched == alone
+    assert all(
+        len(out[0]["generated_text"]) > len(p) for out, p in zip(alone, prompts, strict=True)
+    )
+    hf_model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    batch = tokenizer(prompts[:1], return_tensors="pt")
+    capsys.readouterr()
+    tokens = hf_model.generate(**batch, streamer=TextStreamer(tokenizer), **options)
+    assert capsys.readouterr().out.strip() == tokenizer.decode(tokens[0]).strip()

@@ -50,7 +50,9 @@ def test_padded_logits_equal_each_sequence_alone(
     with torch.no_grad():
         logits = model(ids, attention_mask=mask)
         for b, row in enumerate(rows):
-            torch.testing.assert_close(real(logits, mask, b), model(row[None])[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                real(logits, mask, b), model(row[None])[0], atol=1e-5, rtol=1e-5
+            )
         if side == "left":  # the pads do reach the real tokens without the mask
             plain = model(ids)
             assert not torch.allclose(real(plain, mask, 0), model(rows[0][None])[0], atol=1e-3)
@@ -71,7 +73,10 @@ def test_padded_generate_equals_each_prompt_alone(mixer: str, rotary: str, absol
         assert torch.equal(new, expected[len(rows[b]) :]), (b, new, expected)
     # A list of prompts is left-padded for you and comes back without the pads.
     listed = model.generate(rows, 6)
-    assert all(torch.equal(a, b) for a, b in zip(listed, generate_alone(model, rows, max_new_tokens=6), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(listed, generate_alone(model, rows, max_new_tokens=6), strict=True)
+    )
 
 
 @pytest.mark.parametrize("rotary", ["rope", "selective"])
@@ -113,20 +118,21 @@ def test_sampled_generate_with_a_generator_per_row_equals_each_prompt_alone(mixe
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-@pytest.mark.parametrize(("mixer", "rotary"), [(m, r) for m in MIXERS for r in ("rope", "selective")])
+@pytest.mark.parametrize(
+    ("mixer", "rotary"), [(m, r) for m in MIXERS for r in ("rope", "selective")]
+)
 def test_padded_training_batch_has_the_gradients_of_the_unpadded_rows(
     mixer: str, rotary: str, side: str
 ) -> None:
     model = tiny_model(mixer, ROTARIES[rotary], absolute_position="sinusoidal").train()
     rows = prompts()
     ids, mask = padded(rows, side)
-    targets = torch.roll(ids, -1, dims=1).masked_fill(mask == 0, -100)
-    targets[:, -1] = -100
-    if side == "left":
-        pass
-    else:  # the last real token of each row has no target
-        for b, row in enumerate(rows):
-            targets[b, len(row) - 1] = -100
+    # Each real token predicts the next real token; pads and each row's last real token have no
+    # target.
+    targets = torch.full_like(ids, -100)
+    for b, row in enumerate(rows):
+        where = mask[b].nonzero()[:, 0]
+        targets[b, where[:-1]] = row[1:]
     logits = model(ids, attention_mask=mask)
     loss = torch.nn.functional.cross_entropy(
         logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
@@ -139,3 +145,32 @@ def test_padded_training_batch_has_the_gradients_of_the_unpadded_rows(
     alone_grads = torch.autograd.grad(loss, list(model.parameters()))
     for got, expected in zip(padded_grads, alone_grads, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_all_ones_mask_is_the_unpadded_model_and_masks_combine_with_packing(mixer: str) -> None:
+    model = tiny_model(mixer, ROTARIES["selective"], absolute_position="learned")
+    ids = torch.randint(0, 23, (1, 20), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        assert torch.equal(model(ids, attention_mask=torch.ones_like(ids)), model(ids))
+        # A packed row [5, 7] with 3 pads between the documents and 5 at the end.
+        mask = torch.tensor([[1] * 5 + [0] * 3 + [1] * 7 + [0] * 5])
+        cu_seqlens = torch.tensor([0, 8, 20])
+        logits = model(ids, cu_seqlens=cu_seqlens, attention_mask=mask)
+        segment_ids = torch.tensor([[0] * 8 + [1] * 12])
+        assert torch.equal(logits, model(ids, segment_ids=segment_ids, attention_mask=mask))
+        expected = torch.cat([model(ids[:, :5]), model(ids[:, 8:15])], dim=1)
+        torch.testing.assert_close(logits[mask.bool()][None], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_masks_raise_naming_the_argument() -> None:
+    model = tiny_model("gla", ROTARIES["rope"])
+    ids = torch.zeros(2, 5, dtype=torch.int64)
+    with pytest.raises(ValueError, match="attention_mask must have the shape of input_ids"):
+        model(ids, attention_mask=torch.ones(2, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="pads between real tokens"):
+        model(ids, attention_mask=torch.tensor([[1, 0, 1, 1, 1], [1] * 5]))
+    with pytest.raises(ValueError, match="generate needs left padding"):
+        model.generate(ids, 2, attention_mask=torch.tensor([[1, 1, 1, 0, 0], [1] * 5]))
+    with pytest.raises(ValueError, match="one per row"):
+        model.generate(ids, 2, temperature=1.0, generator=[torch.Generator()])

@@ -60,7 +60,7 @@ def test_mfu_is_on_the_bar_and_in_tensorboard_when_the_peak_is_known(tmp_path, c
     mfu = [event.value for event in events.Scalars("train/mfu")]
     speeds = [event.value for event in events.Scalars("train/tokens_per_s")]
     plan = json.loads((tmp_path / "run.json").read_text())
-    assert len(mfu) == 4 and all(0 < value for value in mfu)
+    assert len(mfu) == 4 and all(value > 0 for value in mfu)
     # mfu = tokens/s x training FLOPs per token / peak: the ratio is the same at every step.
     ratios = [m / s for m, s in zip(mfu, speeds, strict=True)]
     assert ratios == pytest.approx([ratios[0]] * 4, rel=1e-5)  # TensorBoard keeps float32

@@ -1,5 +1,6 @@
 """``SelropeLM``: a selrope language model behind lm-evaluation-harness's model interface (extra
-``eval``), registered with lm-eval as the model ``selrope``.
+``eval``), registered with lm-eval as the model ``selrope``: log-likelihoods, rolling
+log-likelihoods and greedy ``generate_until``.
 
     lm = SelropeLM("runs/lm-attention/attention-rope-s0")  # a run, or its model/ directory
     lm_eval.simple_evaluate(model=lm, tasks=[...])
@@ -47,7 +48,8 @@ TokenRequest = tuple[tuple[str, str], list[int], list[int]]
 
 @register_model("selrope")
 class SelropeLM(TemplateLM):
-    """lm-eval's ``loglikelihood`` and ``loglikelihood_rolling`` for a saved selrope model.
+    """lm-eval's ``loglikelihood``, ``loglikelihood_rolling`` and (greedy) ``generate_until``
+    for a saved selrope model.
 
     Args:
         pretrained: a model directory (``config.json`` + ``model.safetensors`` +
@@ -205,11 +207,61 @@ class SelropeLM(TemplateLM):
             totals[owner] += logprob
         return totals
 
+    @torch.inference_mode()
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        raise NotImplementedError(
-            "SelropeLM scores text (loglikelihood tasks); for generation tasks use lm-eval's "
-            "--model hf, which loads selrope models through selrope.models.hf"
+        """Greedy continuation of each context until one of its ``until`` strings, the
+        end-of-text token or ``max_gen_toks`` tokens (lm-eval's default 256), cut before the
+        stop string. Requests with the same arguments share a left-padded batch of
+        ``batch_size`` (``LanguageModel.generate`` with a list of prompts), so each gives what
+        it gives alone."""
+        groups: dict[tuple[tuple[str, ...], int], list[int]] = {}
+        for index, request in enumerate(requests):
+            _, gen_kwargs = request.args
+            until, max_gen_toks = _generation_arguments(gen_kwargs)
+            groups.setdefault((until, max_gen_toks), []).append(index)
+        results = [""] * len(requests)
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until") as progress:
+            for (until, max_gen_toks), indices in groups.items():
+                keep = max(self.max_length - max_gen_toks, 1)
+                for start in range(0, len(indices), self.batch_size):
+                    batch = indices[start : start + self.batch_size]
+                    prompts = [
+                        (self.tok_encode(requests[i].args[0]) or [self.eot_token_id])[-keep:]
+                        for i in batch
+                    ]
+                    outputs = self.model.generate(
+                        prompts,
+                        max_gen_toks,
+                        eos_id=self.eot_token_id,
+                        pad_id=self.eot_token_id,
+                    )
+                    for i, prompt, output in zip(batch, prompts, outputs, strict=True):
+                        new = output[len(prompt) :].tolist()
+                        if self.eot_token_id in new:
+                            new = new[: new.index(self.eot_token_id)]
+                        text = self.tokenizer.decode(new)
+                        for stop in until:
+                            text = text.split(stop)[0] if stop else text
+                        results[i] = text
+                    progress.update(len(batch))
+        return results
+
+
+def _generation_arguments(gen_kwargs: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+    """``(until strings, max_gen_toks)`` of a generate_until request; greedy decoding only."""
+    gen_kwargs = dict(gen_kwargs)
+    until = gen_kwargs.pop("until", None) or ()
+    until = (until,) if isinstance(until, str) else tuple(until)
+    max_gen_toks = _positive_int("max_gen_toks", gen_kwargs.pop("max_gen_toks", 256))
+    do_sample = gen_kwargs.pop("do_sample", False)
+    temperature = gen_kwargs.pop("temperature", 0.0)
+    if do_sample or temperature:
+        raise ValueError(
+            f"SelropeLM generates greedily; got do_sample={do_sample}, temperature={temperature}"
         )
+    if gen_kwargs:
+        raise ValueError(f"SelropeLM.generate_until does not take {sorted(gen_kwargs)}")
+    return until, max_gen_toks
 
 
 def _positive_int(name: str, value: int | str) -> int:

@@ -423,8 +423,9 @@ class SelropeForCausalLM(PreTrainedModel, GenerationMixin):
 
 class SelropeTokenizer(PreTrainedTokenizerFast):
     """The ``tokenizer.json`` of a selrope corpus (byte or BPE), loaded unchanged, with
-    ``<|endoftext|>`` as its end-of-text token when no tokenizer_config.json names one (so a
-    run's ``model/`` directory loads as it is)."""
+    ``<|endoftext|>`` as its end-of-text and padding token and padding on the left when no
+    tokenizer_config.json says otherwise (so a run's ``model/`` directory loads as it is, and
+    batches of prompts pad the way ``generate`` and ``pipeline("text-generation")`` need)."""
 
     # No __init__ of its own: transformers then loads tokenizer.json as it is, like
     # PreTrainedTokenizerFast, instead of rebuilding a model-specific pipeline.
@@ -434,6 +435,10 @@ class SelropeTokenizer(PreTrainedTokenizerFast):
         tokenizer = super().from_pretrained(*args, **kwargs)
         if tokenizer.eos_token is None and EOS_TOKEN in tokenizer.get_vocab():
             tokenizer.eos_token = EOS_TOKEN
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if "padding_side" not in kwargs and "padding_side" not in tokenizer.init_kwargs:
+            tokenizer.padding_side = "left"
         return tokenizer
 
 

@@ -5,7 +5,9 @@ Several documents packed into one row of a batch are told apart by ``segment_ids
 ``t - 1`` (token 0 always starts one). Every op and embedding that takes ``segment_ids`` processes
 each document as if it were alone, except that the first document of each row continues from the
 state / cache / offset it is given (None starts it fresh), so streaming is unchanged.
-``cu_seqlens`` (flash-attn's varlen convention) describes the documents of a single row.
+``cu_seqlens`` (flash-attn's varlen convention) describes the documents of a single row, and a
+Hugging Face ``attention_mask`` a padded batch: each run of pads becomes a document of its own
+(``segment_ids_from_attention_mask``), so padding needs nothing that packing does not do.
 """
 
 from __future__ import annotations
