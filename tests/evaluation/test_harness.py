@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from byte_models import own_logprob, save_byte_run  # noqa: E402
 
 from selrope.cli import main  # noqa: E402
 from selrope.data import EOS_TOKEN  # noqa: E402
-from selrope.evaluation.harness import load_tasks, write_task_configs  # noqa: E402
+from selrope.evaluation.harness import (  # noqa: E402
+    COMPLETION_PARADIGM,
+    load_tasks,
+    write_task_configs,
+)
 from selrope.models import LanguageModel, LMConfig  # noqa: E402
 
 
@@ -329,7 +334,10 @@ def test_local_blimp_and_piqa_give_the_same_numbers_at_batch_size_8_and_1(
     from selrope.models.hf import SelropeForCausalLM, SelropeTokenizer
 
     blimp, piqa = _write_local_data(tmp_path)
-    names = write_task_configs(tmp_path / "tasks", ["blimp", "piqa"], blimp, piqa)
+    # The generation task reads its sentences from this paradigm (the harness' COMPLETION_...).
+    shutil.copy(blimp / "agreement.jsonl", blimp / COMPLETION_PARADIGM)
+    tasks_asked = ["blimp", "piqa", "completion"]
+    names = write_task_configs(tmp_path / "tasks", tasks_asked, blimp, piqa)
     tasks = load_tasks(names, tmp_path / "tasks")
 
     def lm(batch_size: int):
@@ -344,7 +352,8 @@ def test_local_blimp_and_piqa_give_the_same_numbers_at_batch_size_8_and_1(
 
     one = evaluate_tasks(lm(1), tasks)["results"]
     eight = evaluate_tasks(lm(8), tasks)["results"]
-    assert set(one) == set(eight) and "selrope_piqa" in one
+    assert set(one) == set(eight) and {"selrope_piqa", "selrope_completion"} <= set(one)
+    assert one["selrope_completion"]["chrf,none"] > 0  # generations were made and scored
     for task, row in one.items():
         for metric, value in row.items():
             if isinstance(value, float):

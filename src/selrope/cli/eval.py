@@ -4,7 +4,8 @@ split, and/or BLiMP and PIQA through lm-evaluation-harness.
     selrope eval --checkpoint RUN[,RUN...] --data DIR --lengths 256,512,1024,2048 --out DIR
         [--split val] [--batch-size N] [--max-tokens N] [--device cpu|cuda|auto]
         [--rope-scaling JSON] [--name NAME,...]
-    selrope eval --checkpoint RUN[,RUN...] --tasks blimp,piqa --blimp-dir DIR --piqa-dir DIR
+    selrope eval --checkpoint RUN[,RUN...] --tasks blimp,piqa,completion --blimp-dir DIR
+        --piqa-dir DIR
         --out DIR [--limit N] [--batch-size N] [--device ...] [--name NAME,...]
 
 Perplexity writes ``eval.json``, ``eval.md``, ``ppl_vs_length.png`` and ``loss_vs_position.png``
@@ -87,7 +88,9 @@ def build_parser() -> CommandParser:
         help='e.g. \'{"kind": "yarn", "factor": 8, "original_max_position": 256}\'',
     )
     parser.add_argument("--name", default=None, help="NAME[,NAME...]: one row label per RUN")
-    parser.add_argument("--tasks", default=None, help="harness tasks: blimp,piqa (or one)")
+    parser.add_argument(
+        "--tasks", default=None, help="harness tasks among blimp, piqa, completion (generation)"
+    )
     parser.add_argument("--blimp-dir", default=None, help="the 67 BLiMP <UID>.jsonl files")
     parser.add_argument("--piqa-dir", default=None, help="PIQA valid.jsonl + valid-labels.lst")
     parser.add_argument("--limit", type=int, default=None, help="harness: documents per task")

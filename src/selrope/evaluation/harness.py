@@ -32,8 +32,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TASKS = ("blimp", "piqa")
-TASK_NAMES = {"blimp": "selrope_blimp", "piqa": "selrope_piqa"}
+TASKS = ("blimp", "piqa", "completion")
+TASK_NAMES = {"blimp": "selrope_blimp", "piqa": "selrope_piqa", "completion": "selrope_completion"}
+# The generation task of our own: finish a BLiMP sentence (its grammatical half), greedy, up to
+# the full stop; exact match against the sentence's second half.
+COMPLETION_PARADIGM = "determiner_noun_agreement_1.jsonl"
+COMPLETION_MAX_TOKENS = 24
 BLIMP_PARADIGMS = 67
 PIQA_FILES = ("valid.jsonl", "valid-labels.lst")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -70,6 +74,47 @@ def blimp_docs(paradigm_file: Path) -> list[dict[str, Any]]:
         {**doc, "query": "", "choices": [doc["sentence_good"], doc["sentence_bad"]], "label": 0}
         for doc in docs
     ]
+
+
+def completion_docs(blimp_dir: str | Path) -> list[dict[str, Any]]:
+    """``{"prompt", "target"}`` per grammatical sentence of ``COMPLETION_PARADIGM``: the first
+    half of its words, and the rest (with its leading space) up to the full stop."""
+    path = Path(blimp_dir) / COMPLETION_PARADIGM
+    if not path.is_file():
+        raise ValueError(f"--blimp-dir {blimp_dir}: no {COMPLETION_PARADIGM} (--tasks completion)")
+    docs = []
+    for line in path.read_text().splitlines():
+        words = json.loads(line)["sentence_good"].rstrip(".").split(" ") if line else []
+        if len(words) >= 2:
+            half = len(words) // 2
+            docs.append({"prompt": " ".join(words[:half]), "target": " " + " ".join(words[half:])})
+    return docs
+
+
+def _completion_config(name: str, data_file: Path) -> dict[str, Any]:
+    """An lm-eval generation task: greedy until a full stop or a newline, exact match."""
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"validation": str(data_file.resolve())}},
+        "output_type": "generate_until",
+        "validation_split": "validation",
+        "doc_to_text": "prompt",
+        "doc_to_target": "target",
+        "generation_kwargs": {
+            "until": [".", "\n"],
+            "max_gen_toks": COMPLETION_MAX_TOKENS,
+            "do_sample": False,
+        },
+        "num_fewshot": 0,
+        # chrF (sacrebleu, corpus-level) moves with any character of any generation: the
+        # number that shows two batch sizes generating the same text.
+        "metric_list": [
+            {"metric": "exact_match", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "chrf", "aggregation": "chrf", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+    }
 
 
 def piqa_docs(piqa_dir: str | Path) -> list[dict[str, Any]]:
@@ -180,6 +225,14 @@ def write_task_configs(
         )
         (tasks_dir / f"{TASK_NAMES['piqa']}.yaml").write_text(_yaml_text(config))
         names.append(TASK_NAMES["piqa"])
+    if "completion" in tasks:
+        if blimp_dir is None:
+            raise ValueError("--tasks completion needs --blimp-dir (its sentences)")
+        data_file = tasks_dir / "completion_validation.jsonl"
+        _write_jsonl(data_file, completion_docs(blimp_dir))
+        config = _completion_config(TASK_NAMES["completion"], data_file)
+        (tasks_dir / f"{TASK_NAMES['completion']}.yaml").write_text(_yaml_text(config))
+        names.append(TASK_NAMES["completion"])
     return names
 
 
@@ -240,17 +293,28 @@ def evaluate_tasks(lm: Any, tasks: list[Any], limit: int | None = None) -> dict[
     )
 
 
+METRICS = (
+    "acc",
+    "acc_stderr",
+    "acc_norm",
+    "acc_norm_stderr",
+    "exact_match",
+    "exact_match_stderr",
+    "chrf",
+)
+
+
 def summary_rows(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """``{task: {"acc": ..., "acc_stderr": ..., "acc_norm": ..., "acc_norm_stderr": ...,
     "n": ...}}`` for the groups and plain tasks that were asked for (not the 67 BLiMP
     paradigms); a metric or standard error lm-eval did not give is left out."""
     rows = {}
-    for task in (TASK_NAMES["blimp"], TASK_NAMES["piqa"]):
+    for task in TASK_NAMES.values():
         values = results.get("results", {}).get(task)
         if values is None:
             continue
         row = {}
-        for metric in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr"):
+        for metric in METRICS:
             value = values.get(f"{metric},none")
             if isinstance(value, (int, float)):
                 row[metric] = float(value)
@@ -272,22 +336,29 @@ def markdown_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
     where lm-eval gave one) and the documents scored; chance 0.5."""
     lines = [
         "| model | BLiMP acc (67 paradigms, mean) | BLiMP pairs | PIQA acc | PIQA acc_norm "
-        "| PIQA questions |",
-        "|---|---|---|---|---|---|",
+        "| PIQA questions | completion exact match | completion chrF | completions |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, tasks in rows.items():
         blimp = tasks.get(TASK_NAMES["blimp"], {})
         piqa = tasks.get(TASK_NAMES["piqa"], {})
+        completion = tasks.get(TASK_NAMES["completion"], {})
         cells = [
             _with_stderr(blimp, "acc"),
             str(blimp.get("n", "-")),
             _with_stderr(piqa, "acc"),
             _with_stderr(piqa, "acc_norm"),
             str(piqa.get("n", "-")),
+            _with_stderr(completion, "exact_match"),
+            _with_stderr(completion, "chrf"),
+            str(completion.get("n", "-")),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Chance is 0.5 on both; lm-evaluation-harness via `selrope eval --tasks`.")
+    lines.append(
+        "Chance is 0.5 on BLiMP and PIQA; completion: greedy continuation of half a BLiMP "
+        "sentence, exact match; lm-evaluation-harness via `selrope eval --tasks`."
+    )
     return "\n".join(lines) + "\n"
 
 
