@@ -348,8 +348,9 @@ class Trainer:
         last_step = state.step if state.stopped_early else self.cfg.steps
         with flushed_denormals(self.world.device):
             for step in range(state.step + 1, last_step + 1):
-                row = self.train_step(step)
-                if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+                logging = step % self.cfg.log_every == 0 or step == self.cfg.steps
+                row = self.train_step(step, logging)
+                if row is not None:
                     state.train_loss = row["loss"]
                     self._notify("on_log", row)
                 if self.data.tests and (step % self.cfg.eval_every == 0 or step == self.cfg.steps):
@@ -359,8 +360,9 @@ class Trainer:
                     break
             return self.finish()
 
-    def train_step(self, step: int) -> dict[str, Any]:
-        """One optimizer update (step is 1-based); returns its metrics row."""
+    def train_step(self, step: int, logging: bool = True) -> dict[str, Any] | None:
+        """One optimizer update (step is 1-based); its metrics row when ``logging`` (the
+        accuracies and scalars are made only then), else None."""
         state, cfg = self.state, self.cfg
         state.step = step
         started = time.perf_counter()
@@ -383,6 +385,8 @@ class Trainer:
         # Finite gradients times a large learning rate can still overflow a weight: caught at
         # the update that did it (one host sync, like the loss's), never by a later op's check.
         check_finite_parameters(self.params, step, state.checkpoint)
+        if not logging:
+            return None
         accuracy = masked_accuracy(predictions, targets)
         tokens_per_s = batch.inputs.numel() / (time.perf_counter() - started)
         return {
