@@ -124,7 +124,8 @@ def test_sampled_generate_with_a_generator_per_row_equals_each_prompt_alone(mixe
 def test_padded_training_batch_has_the_gradients_of_the_unpadded_rows(
     mixer: str, rotary: str, side: str
 ) -> None:
-    model = tiny_model(mixer, ROTARIES[rotary], absolute_position="sinusoidal").train()
+    # float64: the two sums of per-token gradients are equal up to their order of addition.
+    model = tiny_model(mixer, ROTARIES[rotary], absolute_position="sinusoidal").double().train()
     rows = prompts()
     ids, mask = padded(rows, side)
     # Each real token predicts the next real token; pads and each row's last real token have no
@@ -144,7 +145,7 @@ def test_padded_training_batch_has_the_gradients_of_the_unpadded_rows(
     )
     alone_grads = torch.autograd.grad(loss, list(model.parameters()))
     for got, expected in zip(padded_grads, alone_grads, strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("mixer", MIXERS)

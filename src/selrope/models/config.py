@@ -212,6 +212,11 @@ class LMConfig:
         "none", help="none, sinusoidal or learned: an absolute position embedding (a baseline)"
     )
     max_positions: int = setting(4096, help="size of the learned position table")
+    sinusoidal_scale: float | None = setting(
+        None,
+        help="factor on the sinusoidal position embedding; default init_std, the original "
+        "Transformer's ratio of sinusoids to token embeddings",
+    )
     mlp_ratio: float = setting(4.0, help="SwiGLU inner width / d_model; 0: no MLP sublayer")
     mlp_width_rule: str = setting(
         "ratio",
@@ -249,6 +254,8 @@ class LMConfig:
         check_choice("absolute_position", self.absolute_position, ABSOLUTE_POSITIONS)
         check_positive_float("norm_eps", self.norm_eps)
         check_positive_float("init_std", self.init_std)
+        if self.sinusoidal_scale is not None:
+            check_positive_float("sinusoidal_scale", self.sinusoidal_scale)
         if not is_finite_number(self.mlp_ratio) or self.mlp_ratio < 0:
             raise ValueError(f"mlp_ratio must be a float >= 0; got {self.mlp_ratio!r}")
         check_bool("tie_embeddings", self.tie_embeddings)
@@ -296,11 +303,15 @@ class LMConfig:
         """The config of ``values`` (``to_dict`` output, or a config.json with ``"model_type":
         "selrope"``). Flat configs written before mixers had their own configs (``"mixer":
         "gla", "expand_k": 0.5, ...`` at the top) are read too: each such key goes to the
-        mixers that have it. ValueError on unknown keys."""
+        mixers that have it; a config.json without ``sinusoidal_scale`` (written before it
+        existed) keeps the unscaled sinusoids it was trained with. ValueError on unknown keys."""
         values = dict(values)
         if values.get("model_type", MODEL_TYPE) != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {values['model_type']!r}")
-        values.pop("model_type", None)
+        if values.pop("model_type", None) is not None:
+            # A stored config.json written before sinusoidal_scale existed: its model was
+            # trained with the sinusoids unscaled.
+            values.setdefault("sinusoidal_scale", 1.0)
         known = {f.name for f in dataclasses.fields(cls)}
         flat_mixer_keys = {
             name for kind in MIXERS for name in mixer_fields(kind) if name in values

@@ -115,12 +115,14 @@ class SelropeConfig(PreTrainedConfig):
                 f"unknown selrope config fields {unknown}; allowed: the LMConfig fields "
                 f"{sorted(LM_FIELDS)}"
             )
-        model_type = kwargs.pop("model_type", MODEL_TYPE)
-        if model_type != MODEL_TYPE:
+        model_type = kwargs.pop("model_type", None)
+        if model_type not in (None, MODEL_TYPE):
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {model_type!r}")
-        # transformers builds bare configs (no fields) internally, e.g. for default values.
+        # transformers builds bare configs (no fields) internally, e.g. for default values. A
+        # model_type means a stored config.json, which LMConfig.from_dict reads as such.
         if lm_values:
-            kwargs.update(LMConfig.from_dict(lm_values).to_dict())
+            stored = {} if model_type is None else {"model_type": model_type}
+            kwargs.update(LMConfig.from_dict({**stored, **lm_values}).to_dict())
         super().__post_init__(**kwargs)
 
     @classmethod

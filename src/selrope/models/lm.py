@@ -85,7 +85,10 @@ class ModelCache(NamedTuple):
 def build_position_embedding(config: LMConfig) -> nn.Module | None:
     """The absolute position embedding ``config.absolute_position`` names, or None."""
     if config.absolute_position == "sinusoidal":
-        return SinusoidalPositionEmbedding(config.d_model)
+        scale = config.sinusoidal_scale
+        return SinusoidalPositionEmbedding(
+            config.d_model, scale=config.init_std if scale is None else scale
+        )
     if config.absolute_position == "learned":
         return LearnedPositionEmbedding(config.max_positions, config.d_model)
     return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selrope.common import check_even_head_dim
+from selrope.common import check_even_head_dim, check_positive_float
 from selrope.ops.segments import check_segment_ids, positions_in_segment
 
 
@@ -35,19 +35,28 @@ def _positions(
 
 
 class SinusoidalPositionEmbedding(nn.Module):
-    """Transformer sinusoids: ``pe[t, 2i] = sin(t w_i)``, ``pe[t, 2i+1] = cos(t w_i)``,
-    ``w_i = base^(-2i/d)``; ``t w_i`` is formed in float64 (exact at any position) and pe is cast
-    to x's dtype.
+    """Transformer sinusoids times a scale: ``pe[t, 2i] = scale sin(t w_i)``, ``pe[t, 2i+1] =
+    scale cos(t w_i)``, ``w_i = base^(-2i/d)``; ``t w_i`` is formed in float64 (exact at any
+    position) and pe is cast to x's dtype.
+
+    The scale sets how loud positions are against the token embeddings. The original Transformer
+    (Vaswani et al. 2017, section 3.4; its tensor2tensor and fairseq code) multiplies embeddings
+    of std ``d^-1/2`` by ``sqrt(d)``, so token entries have std 1 against sinusoid entries of RMS
+    ``1/sqrt(2)``. For token embeddings of std sigma the same ratio is ``scale = sigma``, what
+    ``LanguageModel`` passes (``LMConfig.sinusoidal_scale``); unscaled sinusoids beside
+    embeddings of std 0.02 are 35x louder than the tokens and drown them.
 
     Args:
         model_dim: d (even).
         base: 10,000 as in the original Transformer.
+        scale: the factor on the sinusoids (1: the bare sinusoids).
     """
 
-    def __init__(self, model_dim: int, base: float = 10000.0):
+    def __init__(self, model_dim: int, base: float = 10000.0, scale: float = 1.0):
         super().__init__()
         check_even_head_dim("model_dim", model_dim)
-        self.model_dim, self.base = model_dim, base
+        check_positive_float("scale", scale)
+        self.model_dim, self.base, self.scale = model_dim, base, scale
 
     def forward(
         self,
@@ -61,7 +70,7 @@ class SinusoidalPositionEmbedding(nn.Module):
         exponents = torch.arange(0, self.model_dim, 2, device=x.device, dtype=torch.float64)
         angles = positions[..., None] * self.base ** (-exponents / self.model_dim)
         pe = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
-        return x + pe.to(x.dtype)
+        return x + (self.scale * pe).to(x.dtype)
 
 
 class LearnedPositionEmbedding(nn.Module):
