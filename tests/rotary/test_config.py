@@ -64,7 +64,10 @@ def test_presets_have_the_recipe_options():
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        ({"type": "alibi"}, r"type must be one of \('nope', 'rope', 'carope', 'selective'\)"),
+        (
+            {"type": "alibi"},
+            r"type must be one of \('nope', 'rope', 'carope', 'selective', 'pope'\)",
+        ),
         ({"base": 10.0}, "type must be one of"),
         (
             {"type": "rope", "projection": "low-rank"},

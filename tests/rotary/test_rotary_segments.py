@@ -23,6 +23,7 @@ CONFIGS = {
     "selective": SELECTIVE_LM_RECIPE,
     "selective-skip-conv": {"type": "selective", "skip_conv": True, "use_bias": True},
     "selective-gated": {"type": "selective", "gate": "standard", "conv_size": 3},
+    "pope": {"type": "pope", "base": 100.0},  # q and k come out 2D wide; its bias randomised
 }
 
 

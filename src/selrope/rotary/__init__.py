@@ -1,6 +1,7 @@
 """Position encodings: the one rotation ``apply_rotary`` and the embeddings that make its angles.
 
-Every embedding has ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)``.
+Every embedding has ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)``; PoPE's q_rot
+and k_rot are twice as wide as q and k (``PoPE.output_head_dim_factor``).
 """
 
 from selrope.rotary.absolute import LearnedPositionEmbedding, SinusoidalPositionEmbedding
@@ -13,6 +14,7 @@ from selrope.rotary.config import (
     SELECTIVE_STATE_TRACKING_RECIPE,
     CARoPEConfig,
     NoPEConfig,
+    PoPEConfig,
     RoPEConfig,
     RotaryConfig,
     SelectiveRoPEConfig,
@@ -23,6 +25,7 @@ from selrope.rotary.factory import build_rotary
 from selrope.rotary.fixed import NoPE, RoPE, RoPEState
 from selrope.rotary.frequencies import Frequencies, rfa_frequencies, rope_frequencies
 from selrope.rotary.fused import cumulative_rotary, rope_rotary
+from selrope.rotary.pope import PoPE
 from selrope.rotary.selective import SelectiveRoPE, SelectiveRoPEState
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "LearnedPositionEmbedding",
     "NoPE",
     "NoPEConfig",
+    "PoPE",
+    "PoPEConfig",
     "RoPE",
     "RoPEConfig",
     "RoPEState",

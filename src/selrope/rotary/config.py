@@ -192,7 +192,24 @@ class SelectiveRoPEConfig:
         _check_choice(owner, "interleaved", self.interleaved, (False, True))
 
 
-RotaryConfig = NoPEConfig | RoPEConfig | CARoPEConfig | SelectiveRoPEConfig
+@dataclass(frozen=True)
+class PoPEConfig:
+    """PoPE (arXiv 2509.10534, see ``PoPE``): ``base`` of the D frequencies ``base^(-c/D)``
+    (10,000 in every experiment of the paper); ``bias_init`` of the learned key phase bias:
+    ``"zero"`` (the paper's language models; zero is "important for length generalization") or
+    ``"uniform"`` on [-2 pi, 0] (its music, genome and indexing runs; "slightly better
+    in-distribution"). q and k come out 2D wide (``PoPE.output_head_dim_factor``)."""
+
+    type: Literal["pope"] = "pope"
+    base: float = 10000.0
+    bias_init: str = "zero"
+
+    def __post_init__(self) -> None:
+        _check_number("pope", "base", self.base, ">= 1", lambda v: v >= 1)
+        _check_choice("pope", "bias_init", self.bias_init, ("zero", "uniform"))
+
+
+RotaryConfig = NoPEConfig | RoPEConfig | CARoPEConfig | SelectiveRoPEConfig | PoPEConfig
 """Any of the rotary configs (what ``build_rotary`` accepts beside a dict)."""
 
 CONFIG_TYPES: dict[str, type] = {
@@ -200,6 +217,7 @@ CONFIG_TYPES: dict[str, type] = {
     "rope": RoPEConfig,
     "carope": CARoPEConfig,
     "selective": SelectiveRoPEConfig,
+    "pope": PoPEConfig,
 }
 
 

@@ -11,11 +11,13 @@ from selrope.rotary.carope import CARoPE
 from selrope.rotary.config import (
     CARoPEConfig,
     NoPEConfig,
+    PoPEConfig,
     RoPEConfig,
     RotaryConfig,
     parse_rotary_config,
 )
 from selrope.rotary.fixed import NoPE, RoPE
+from selrope.rotary.pope import PoPE
 from selrope.rotary.selective import SelectiveRoPE
 
 
@@ -26,13 +28,15 @@ def build_rotary(
 
     Args:
         config: e.g. ``{"type": "selective", "projection": "full-rank", "gate": "standard"}``
-            (type in nope / rope / carope / selective) or one of the config dataclasses.
+            (type in nope / rope / carope / selective / pope) or one of the config dataclasses.
         num_heads: H of q and k.
         head_dim: D of q and k (even).
         model_dim: d, the width of the x the embedding reads.
 
     Returns:
-        A module with ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)``.
+        A module with ``forward(q, k, x, state=None) -> (q_rot, k_rot, new_state)``; q_rot and
+        k_rot are ``(B, T, H, D)``, but ``(B, T, H, 2D)`` for PoPE (its
+        ``output_head_dim_factor``).
 
     Raises:
         ValueError: unknown type or key, or an invalid value (naming the key and allowed values).
@@ -54,4 +58,6 @@ def build_rotary(
             pair_start=config.pair_start,
             interleaved=config.interleaved,
         )
+    if isinstance(config, PoPEConfig):
+        return PoPE(num_heads, head_dim, base=config.base, bias_init=config.bias_init)
     return SelectiveRoPE(num_heads, head_dim, model_dim, config)
