@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -125,7 +126,40 @@ def test_train_command_trains_fox(tmp_path) -> None:
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {row["mixer"] for row in rows} == {"fox"}
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["mixer"] == {"kind": "fox", "forget_bias_init": 2.0}
+    assert config["mixer"]["kind"] == "fox" and config["mixer"]["forget_bias_init"] == 2.0
+    assert config["mixer"]["relative_positions"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("mixer", "position"), [("attention", "alibi"), ("attention", "cope"), ("fox", "path")]
+)
+def test_train_command_trains_a_mechanism_inside_attention(tmp_path, mixer, position) -> None:
+    main(["train", *TINY, "--mixer", mixer, "--rotary", position, "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {row["rotary"] for row in rows} == {position}
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["mixer"]["kind"] == mixer
+    assert config["mixer"]["relative_positions"] == position
+    assert config["rotary"] == {"type": "nope"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mixer", "gla", "--rotary", "alibi"], "--rotary alibi works inside softmax attention: "
+         "it needs --mixer attention; got gla"),
+        (["--mixer", "gdn", "--rotary", "pope"], "rotary pope .* needs mixer attention or fox"),
+        (["--mixer", "fox", "--relative-positions", "cope"],
+         r"--relative-positions \(of mixer fox\) must be one of none, path; got 'cope'"),
+    ],
+)  # fmt: skip
+def test_a_position_encoding_its_mixer_lacks_is_refused(tmp_path, capsys, argv, message) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["train", *TINY, *argv, "--out", str(tmp_path / "run")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not (tmp_path / "run").exists()
 
 
 def test_compare_runs_the_grid(tmp_path) -> None:
@@ -171,7 +205,7 @@ def test_rotary_presets_follow_the_task() -> None:
     with pytest.raises(ValueError, match="rotary_options must map rotary names"):
         rotary_preset("selective", recipe("mqar"), {"use_bias": True})
     with pytest.raises(ValueError, match="rotary must be one of"):
-        rotary_preset("alibi", recipe("mqar"))
+        rotary_preset("xpos", recipe("mqar"))
 
 
 def test_demo_writes_table_json_and_plots(tmp_path, monkeypatch, capsys) -> None:

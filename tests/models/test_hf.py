@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
-from tiny_models import MIXERS, ROTARIES  # noqa: E402
+from tiny_models import MIXERS, ROTARIES, named_mixer  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from selrope.data import EOS_TOKEN, prepare_corpus  # noqa: E402
@@ -27,7 +27,7 @@ def tiny_model(mixer: str, rotary: dict, seed: int = 0) -> LanguageModel:
             d_model=32,
             n_layers=2,
             n_heads=2,
-            mixer=mixer,
+            mixer=named_mixer(mixer),
             rotary=rotary,
             chunk_size=8,
         )

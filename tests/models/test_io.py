@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_model
-from tiny_models import MIXERS, ROTARIES
+from tiny_models import MIXERS, ROTARIES, named_mixer
 
 from selrope.models import LanguageModel, LMConfig
 from selrope.models.io import (
@@ -29,6 +29,7 @@ RELEASE = Path(__file__).parent / "release_models"
 def tiny_model(mixer: str, rotary: dict, seed: int = 0, **overrides) -> LanguageModel:
     """A 2-layer, d 32 model (vocab 23) in eval mode, every parameter moved off its initial value;
     the global RNG is left alone."""
+    mixer = named_mixer(mixer)
     values = {"vocab_size": 23, "d_model": 32, "n_layers": 2, "n_heads": 2, "mixer": mixer}
     config = LMConfig.from_dict({**values, "rotary": dict(rotary), **overrides})
     generator = torch.Generator().manual_seed(seed)

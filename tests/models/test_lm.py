@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from tiny_models import MIXERS, ROTARIES, tiny_model
+from tiny_models import MIXERS, ROTARIES, named_mixer, tiny_model
 
 from selrope.models import LanguageModel, LMConfig, lm_loss, parameter_count
 from selrope.rotary import SELECTIVE_LM_RECIPE
@@ -107,7 +107,7 @@ def test_tiny_model_overfits_one_batch(mixer: str) -> None:
                 d_model=32,
                 n_layers=1,
                 n_heads=2,
-                mixer=mixer,
+                mixer=named_mixer(mixer),
                 rotary=ROTARIES["rope"],
                 chunk_size=16,
             )

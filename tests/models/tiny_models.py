@@ -13,13 +13,27 @@ ROTARIES = {
     "carope": {"type": "carope"},
     "selective": SELECTIVE_LM_RECIPE,
 }
-MIXERS = ["attention", "fox", "gla", "gdn"]
+# Softmax attention with a position mechanism in its scores, by a short name.
+POSITION_MIXERS = {
+    "alibi": {"kind": "attention", "relative_positions": "alibi"},
+    "cope": {"kind": "attention", "relative_positions": "cope", "cope_max_positions": 6},
+    "path": {"kind": "attention", "relative_positions": "path", "path_low_rank_dim": 4},
+    "path-fox": {"kind": "fox", "relative_positions": "path", "path_low_rank_dim": 4},
+}
+MIXERS = ["attention", "fox", "gla", "gdn", *POSITION_MIXERS]
+
+
+def named_mixer(name: str) -> str | dict:
+    """The mixer spec of a kind or of a ``POSITION_MIXERS`` name."""
+    return POSITION_MIXERS.get(name, name)
 
 
 def tiny_model(mixer: str, rotary: dict, seed: int = 0, **overrides) -> LanguageModel:
     """A 2-layer, d 32 model (vocab 23, chunk size 8) in eval mode, every parameter moved off its
-    initial value so that no path is trivially zero or identity."""
+    initial value so that no path is trivially zero or identity. ``mixer``: a kind or a name of
+    ``POSITION_MIXERS``, or a list of them (one per layer)."""
     torch.manual_seed(seed)
+    mixer = [named_mixer(m) for m in mixer] if isinstance(mixer, list) else named_mixer(mixer)
     config = LMConfig.from_dict(
         dict(
             vocab_size=23,

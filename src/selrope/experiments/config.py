@@ -21,7 +21,7 @@ from selrope.tasks import TaskData, build_task, task_spec
 from selrope.training import Start, TrainConfig
 from selrope.training.config import RESUMABLE_FIELDS
 
-from .positions import POSITIONS, absolute_position, rotary_preset
+from .positions import POSITIONS, absolute_position, relative_position_options, rotary_preset
 
 SECTIONS = ("run", "task", "model", "mixer", "train")
 
@@ -150,9 +150,12 @@ def model_and_train_configs(
     rotary_options = run.get("rotary_options", {})
     if rotary_options and not set(rotary_options) & set(POSITIONS):
         rotary_options = {position: rotary_options}  # train: the overrides of its one rotary
+    mixer = run.get("mixer", "gla")
+    kinds = [as_mixer_config(m).kind for m in (mixer if isinstance(mixer, list) else [mixer])]
+    mixer_options = {**sections.get("mixer", {}), **relative_position_options(position, kinds)}
     model = LMConfig(
         vocab_size=vocab_size,
-        mixer=mixer_configs(run.get("mixer", "gla"), sections.get("mixer", {})),
+        mixer=mixer_configs(mixer, mixer_options),
         rotary=rotary_preset(position, spec.selective_recipe, rotary_options),
         absolute_position=absolute_position(position),
         **sections.get("model", {}),

@@ -1,21 +1,28 @@
-"""Sequence-mixing layers: softmax attention, FoX, GLA and Gated DeltaNet, each with a rotary
-slot."""
+"""Sequence-mixing layers: softmax attention (plain, ALiBi, CoPE, PaTH), FoX, GLA and Gated
+DeltaNet, each with a rotary slot."""
 
+from selrope.layers.alibi_attention import AlibiAttention
 from selrope.layers.attention import Attention, AttentionCache
+from selrope.layers.cope_attention import CopeAttention
 from selrope.layers.forgetting_attention import ForgettingAttention, ForgettingAttentionCache
 from selrope.layers.gated_deltanet import GatedDeltaNet
 from selrope.layers.gla import GatedLinearAttention
 from selrope.layers.mlp import SwiGLU
 from selrope.layers.norm import RMSNorm
+from selrope.layers.path_attention import PathAttention, PathLayerCache
 from selrope.layers.recurrent_cache import RecurrentCache
 
 __all__ = [
+    "AlibiAttention",
     "Attention",
     "AttentionCache",
+    "CopeAttention",
     "ForgettingAttention",
     "ForgettingAttentionCache",
     "GatedDeltaNet",
     "GatedLinearAttention",
+    "PathAttention",
+    "PathLayerCache",
     "RMSNorm",
     "RecurrentCache",
     "SwiGLU",

@@ -79,9 +79,12 @@ class Attention(nn.Module):
         )
         return q, k, v, rotary_state
 
-    # The op over the rotated q, k, v: ``op(q, k, v, *op_inputs(x), *cache_args,
+    # The op over the rotated q, k, v: ``op(q, k, v, *op_inputs(x), *cache_args, scale=...,
     # segment_ids=..., cache_visible=...) -> (o, *new cache_args)``, where cache_args are the
-    # fields of ``cache_type`` before its rotary_state (none to start a sequence).
+    # fields of ``cache_type`` before its rotary_state (none to start a sequence). The scale is
+    # D^-1/2 of the head dim D, also where the rotary embedding widens q and k (PoPE: 2D); it is
+    # passed only then, so the ops' default keeps their bits (SDPA rounds an explicit scale
+    # differently).
     op = staticmethod(attention_with_cache)
     cache_type = AttentionCache
 
@@ -117,6 +120,7 @@ class Attention(nn.Module):
             v,
             *self.op_inputs(x),
             *cache_args,
+            scale=None if q.shape[-1] == self.head_dim else self.head_dim**-0.5,
             segment_ids=segment_ids,
             cache_visible=past_visible,
         )

@@ -59,12 +59,7 @@ class ForgettingAttention(Attention):
         forget_bias_init: float = FORGET_BIAS_INIT,
     ):
         super().__init__(model_dim, num_heads, rotary)
-        if (
-            not isinstance(forget_bias_init, (int, float))
-            or isinstance(forget_bias_init, bool)
-            or not math.isfinite(forget_bias_init)
-        ):
-            raise ValueError(f"forget_bias_init must be a finite float; got {forget_bias_init!r}")
+        check_forget_bias_init(forget_bias_init)
         self.forget_proj = nn.Linear(model_dim, num_heads, bias=False)
         # Kept apart from forget_proj: a language model re-initialises every Linear's bias to 0.
         self.forget_bias = nn.Parameter(torch.full((num_heads,), float(forget_bias_init)))
@@ -77,10 +72,24 @@ class ForgettingAttention(Attention):
         return (self.log_forget(x),)
 
     def log_forget(self, x: torch.Tensor) -> torch.Tensor:
-        """x ``(B, T, d)`` -> log f ``(B, T, H)`` (< 0), float32 or better.
+        """x ``(B, T, d)`` -> log f ``(B, T, H)`` (< 0), float32 or better
+        (``log_forget_gate``)."""
+        return log_forget_gate(x, self.forget_proj, self.forget_bias)
 
-        The bias is added in float32 after the projection, so under bf16 autocast only the small
-        data-dependent part of the logit is rounded.
-        """
-        dtype = compute_dtype(x.dtype)
-        return F.logsigmoid(self.forget_proj(x).to(dtype) + self.forget_bias.to(dtype))
+
+def log_forget_gate(x: torch.Tensor, proj: nn.Linear, bias: torch.Tensor) -> torch.Tensor:
+    """FoX's gate: x ``(B, T, d)``, ``proj`` ``d -> H`` (no bias), ``bias`` ``(H,)`` ->
+    ``log sigmoid(proj(x) + bias)`` ``(B, T, H)`` (< 0) in float32 or better; the bias is added
+    after the projection, so under bf16 autocast only the small data-dependent part is rounded."""
+    dtype = compute_dtype(x.dtype)
+    return F.logsigmoid(proj(x).to(dtype) + bias.to(dtype))
+
+
+def check_forget_bias_init(forget_bias_init: Any) -> None:
+    """One-line ValueError unless ``forget_bias_init`` is a finite float."""
+    if (
+        not isinstance(forget_bias_init, (int, float))
+        or isinstance(forget_bias_init, bool)
+        or not math.isfinite(forget_bias_init)
+    ):
+        raise ValueError(f"forget_bias_init must be a finite float; got {forget_bias_init!r}")

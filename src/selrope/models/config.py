@@ -25,7 +25,15 @@ from selrope.common import (
     is_finite_number,
     setting,
 )
-from selrope.layers import Attention, ForgettingAttention, GatedDeltaNet, GatedLinearAttention
+from selrope.layers import (
+    AlibiAttention,
+    Attention,
+    CopeAttention,
+    ForgettingAttention,
+    GatedDeltaNet,
+    GatedLinearAttention,
+    PathAttention,
+)
 from selrope.layers.blocks import FORMS, head_widths
 from selrope.layers.forgetting_attention import FORGET_BIAS_INIT
 from selrope.layers.gla import DECAYS
@@ -59,18 +67,58 @@ class MixerConfig:
 
 
 @dataclass(frozen=True)
-class AttentionConfig(MixerConfig):
-    """Causal softmax attention (no options of its own)."""
+class _SoftmaxAttentionConfig(MixerConfig):
+    """Options shared by the softmax-attention mixers: a position mechanism inside the scores."""
+
+    relative_positions: str = setting(
+        "none",
+        help="a position mechanism in the attention scores: none, alibi (fixed per-head distance "
+        "slopes; attention only), cope (contextual positions; attention only) or path "
+        "(accumulated Householder transforms: PaTH, PaTH-FoX with fox)",
+    )
+    cope_max_positions: int = setting(
+        64, help="CoPE: rows of the position table; contextual positions clip at one less"
+    )
+    path_low_rank_dim: int = setting(32, help="PaTH: rank of the projection of its directions w")
+    path_conv_size: int = setting(3, help="PaTH: kernel width of the short conv on w")
+
+    allowed_relative_positions: ClassVar[tuple[str, ...]] = ("none", "alibi", "cope", "path")
+
+    def __post_init__(self) -> None:
+        check_choice(
+            f"relative_positions (of mixer {self.kind})",
+            self.relative_positions,
+            self.allowed_relative_positions,
+        )
+        check_positive_int("cope_max_positions", self.cope_max_positions)
+        check_positive_int("path_low_rank_dim", self.path_low_rank_dim)
+        check_positive_int("path_conv_size", self.path_conv_size)
+
+    def path_options(self) -> dict[str, Any]:
+        """The :class:`PathAttention` keyword arguments of these options."""
+        return {"low_rank_dim": self.path_low_rank_dim, "conv_size": self.path_conv_size}
+
+
+@dataclass(frozen=True)
+class AttentionConfig(_SoftmaxAttentionConfig):
+    """Causal softmax attention; ALiBi, CoPE and PaTH attention through ``relative_positions``."""
 
     kind: ClassVar[str] = "attention"
 
     def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
+        if self.relative_positions == "alibi":
+            return AlibiAttention(model_dim, num_heads, rotary)
+        if self.relative_positions == "cope":
+            return CopeAttention(model_dim, num_heads, rotary, self.cope_max_positions)
+        if self.relative_positions == "path":
+            return PathAttention(model_dim, num_heads, rotary, **self.path_options())
         return Attention(model_dim, num_heads, rotary)
 
 
 @dataclass(frozen=True)
-class ForgettingAttentionConfig(MixerConfig):
-    """The Forgetting Transformer (FoX): softmax attention with a per-head forget gate."""
+class ForgettingAttentionConfig(_SoftmaxAttentionConfig):
+    """The Forgetting Transformer (FoX): softmax attention with a per-head forget gate; PaTH-FoX
+    through ``relative_positions="path"``."""
 
     kind: ClassVar[str] = "fox"
     forget_bias_init: float = setting(
@@ -79,14 +127,27 @@ class ForgettingAttentionConfig(MixerConfig):
         "the FoX paper's code starts at 0)",
     )
 
+    # ALiBi is FoX with fixed gates; CoPE inside FoX is not implemented.
+    allowed_relative_positions: ClassVar[tuple[str, ...]] = ("none", "path")
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not is_finite_number(self.forget_bias_init):
             raise ValueError(
                 f"forget_bias_init must be a finite float; got {self.forget_bias_init!r}"
             )
 
     def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
-        return ForgettingAttention(model_dim, num_heads, rotary, **self.layer_options())
+        if self.relative_positions == "path":
+            return PathAttention(
+                model_dim,
+                num_heads,
+                rotary,
+                **self.path_options(),
+                forget_gate=True,
+                forget_bias_init=self.forget_bias_init,
+            )
+        return ForgettingAttention(model_dim, num_heads, rotary, self.forget_bias_init)
 
 
 @dataclass(frozen=True)
@@ -263,6 +324,20 @@ class LMConfig:
         check_positive_int("mlp_multiple_of", self.mlp_multiple_of)
         for mixer in self.layer_mixer_configs():
             mixer.check(self.d_model, self.n_heads)
+        if self.rotary.get("type") == "pope":
+            self._check_pope_mixers()
+
+    def _check_pope_mixers(self) -> None:
+        """PoPE's q and k are twice the head width: only the softmax-attention mixers without
+        a table or transform of that width (CoPE, PaTH) take them."""
+        for mixer in self.layer_mixer_configs():
+            positions = getattr(mixer, "relative_positions", "none")
+            if mixer.kind not in ("attention", "fox") or positions not in ("none", "alibi"):
+                described = mixer.kind if positions == "none" else f"{mixer.kind} with {positions}"
+                raise ValueError(
+                    "rotary pope (q and k of twice the head width) needs mixer attention or fox "
+                    f"(without cope or path); got {described}"
+                )
 
     @property
     def mlp_hidden_size(self) -> int:

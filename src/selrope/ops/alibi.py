@@ -30,6 +30,7 @@ from selrope.ops.attention_common import (
     append_kv_cache,
     attention_mask,
     check_attention,
+    check_key_visible,
     reference_softmax,
     sdpa,
 )
@@ -149,6 +150,7 @@ def alibi_attention_with_cache(
     slopes: torch.Tensor | None = None,
     scale: float | None = None,
     segment_ids: torch.Tensor | None = None,
+    cache_visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ALiBi attention of T new tokens over P cached tokens plus themselves.
 
@@ -165,14 +167,17 @@ def alibi_attention_with_cache(
         scale: score scale; default ``D ** -0.5``.
         segment_ids: ``(B, T)`` packed-document ids of the new tokens, or None; the cached
             tokens count as the row's first document (``ops.attention_common``).
+        cache_visible: ``(B, P)`` bool, the cached keys that first document holds (never the
+            pads of a padded batch; ``ops.attention_common.visible_keys``), or None (all).
 
     Returns:
         ``(o, new_k, new_v)``: o ``(B, T, H, Dv)`` in q's dtype; new_k ``(B, P + T, H, D)`` and
         new_v ``(B, P + T, H, Dv)``, new tensors (the caches passed in are not modified).
     """
-    T = check_attention(q, k, v, segment_ids)[1]
+    B, T = check_attention(q, k, v, segment_ids)[:2]
     k, v, P = append_kv_cache(k, v, cache_k, cache_v)
+    check_key_visible(cache_visible, B, P)
     slopes = _slopes(q, slopes)
-    allowed = attention_mask(T, P, segment_ids, q.device)
+    allowed = attention_mask(T, P, segment_ids, q.device, cache_visible)
     bias = alibi_bias(slopes, T, P, allowed, compute_dtype(q.dtype))
     return sdpa(q, k, v, bias.to(q.dtype), scale), k, v

@@ -40,6 +40,7 @@ from selrope.ops.attention_common import (
     append_kv_cache,
     attention_mask,
     check_attention,
+    check_key_visible,
     reference_softmax,
 )
 
@@ -162,6 +163,7 @@ def cope_attention_with_cache(
     cache_v: torch.Tensor | None = None,
     scale: float | None = None,
     segment_ids: torch.Tensor | None = None,
+    cache_visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CoPE attention of T new tokens over P cached tokens plus themselves.
 
@@ -178,17 +180,20 @@ def cope_attention_with_cache(
         scale: logit scale; default ``D ** -0.5``.
         segment_ids: ``(B, T)`` packed-document ids of the new tokens, or None; the cached
             tokens count as the row's first document (``ops.attention_common``).
+        cache_visible: ``(B, P)`` bool, the cached keys that first document holds (never the
+            pads of a padded batch; ``ops.attention_common.visible_keys``), or None (all).
 
     Returns:
         ``(o, new_k, new_v)``: o ``(B, T, H, Dv)`` in q's dtype; new_k ``(B, P + T, H, D)`` and
         new_v ``(B, P + T, H, Dv)``, new tensors (the caches passed in are not modified).
     """
-    _, T, _, D = check_attention(q, k, v, segment_ids)
+    B, T, _, D = check_attention(q, k, v, segment_ids)
     table = _check_position_embeddings(q, position_embeddings)
     k, v, P = append_kv_cache(k, v, cache_k, cache_v)
+    check_key_visible(cache_visible, B, P)
     scale = D**-0.5 if scale is None else scale
     dtype = compute_dtype(q.dtype)
-    allowed = attention_mask(T, P, segment_ids, q.device)
+    allowed = attention_mask(T, P, segment_ids, q.device, cache_visible)
     with torch.autocast(device_type=q.device.type, enabled=False):
         queries = q.to(dtype).transpose(1, 2)  # (B, H, T, D)
         logits = scale * (queries @ k.to(dtype).permute(0, 2, 3, 1))  # (B, H, T, P + T)

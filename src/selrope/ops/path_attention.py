@@ -48,7 +48,7 @@ from typing import NamedTuple
 import torch
 
 from selrope.common.dtypes import compute_dtype
-from selrope.ops.attention_common import attention_mask, reference_softmax
+from selrope.ops.attention_common import attention_mask, check_key_visible, reference_softmax
 from selrope.ops.fla_backend import fla_path_attention, use_fla
 from selrope.ops.forgetting_attention import cumulative_log_forget
 from selrope.ops.recurrence import check_sequence, check_shape, effective_chunk_size, to_chunks
@@ -201,6 +201,7 @@ def path_attention_with_cache(
     scale: float | None = None,
     segment_ids: torch.Tensor | None = None,
     chunk_size: int = 64,
+    cache_visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, PathAttentionCache]:
     """PaTH attention of T new tokens over P cached tokens plus themselves.
 
@@ -220,6 +221,8 @@ def path_attention_with_cache(
             The cached tokens count as the row's first document; later documents see only
             themselves (the returned cache still holds every key, as ``ops.attention``'s does).
         chunk_size: C of the blockwise form, a power of two.
+        cache_visible: ``(B, P)`` bool, the cached keys that first document holds (never the
+            pads of a padded batch; ``ops.attention_common.visible_keys``), or None (all).
 
     Returns:
         ``(o, new_cache)``: o ``(B, T, H, V)`` in q's dtype, new_cache holding P + T tokens, with
@@ -229,8 +232,11 @@ def path_attention_with_cache(
     _check_chunk_size(chunk_size)
     if cache is not None:
         _check_cache(cache, q, v, g)
+    check_key_visible(cache_visible, B, 0 if cache is None else cache.keys.shape[1])
     scale = K**-0.5 if scale is None else scale
-    o, new_cache = _path_attention(q, k, v, w, beta, g, cache, scale, segment_ids, chunk_size, True)
+    o, new_cache = _path_attention(
+        q, k, v, w, beta, g, cache, scale, segment_ids, chunk_size, True, cache_visible
+    )
     return o, new_cache
 
 
@@ -280,6 +286,7 @@ def _path_attention(
     segment_ids: torch.Tensor | None,
     chunk_size: int,
     keep_cache: bool,
+    cache_visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, PathAttentionCache | None]:
     """The PyTorch form behind ``path_attention`` and ``path_attention_with_cache`` (checked
     inputs): scores, forget bias, mask, an explicit softmax, and the new cache if asked."""
@@ -299,7 +306,7 @@ def _path_attention(
                 cumulative = torch.cat([cache.cumulative, cumulative], dim=1)
             new_part = cumulative[:, P:].transpose(1, 2)[..., :, None]
             scores = scores + (new_part - cumulative.transpose(1, 2)[..., None, :])
-        allowed = attention_mask(T, P, segment_ids, q.device)
+        allowed = attention_mask(T, P, segment_ids, q.device, cache_visible)
         weights = scores.masked_fill(~allowed, -torch.inf).softmax(dim=-1)
         values = v if cache is None else torch.cat([cache.values, v], dim=1)
         o = weights @ values.to(dtype).transpose(1, 2)

@@ -1,0 +1,40 @@
+"""CoPE attention: causal softmax attention with contextual position encoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from selrope.common import check_positive_int
+from selrope.layers.attention import Attention
+from selrope.ops.cope import cope_attention_with_cache
+
+
+class CopeAttention(Attention):
+    """Attention with CoPE (``ops.cope``): gates ``sigmoid`` of the logits count each key's
+    position up to the query, and the logit gets ``q . e[p]`` from a learned table interpolated at
+    that position. The cache is :class:`Attention`'s (keys and values suffice).
+
+    The table ``e`` ``(max_positions, D)`` is shared by the heads and starts at zero (the paper's
+    code), so the layer starts as position-free attention.
+
+    Args:
+        model_dim: width d of the input and output.
+        num_heads: H; the head dim is d / H.
+        rotary: rotary config (dict or RotaryConfig) for ``selrope.rotary.build_rotary``.
+        max_positions: rows of the table; contextual positions are clipped at
+            ``max_positions - 1`` (the paper's ``npos_max``).
+    """
+
+    def __init__(self, model_dim: int, num_heads: int, rotary: Any = None, max_positions: int = 64):
+        super().__init__(model_dim, num_heads, rotary)
+        check_positive_int("max_positions", max_positions)
+        self.position_embeddings = nn.Parameter(torch.zeros(max_positions, self.head_dim))
+
+    op = staticmethod(cope_attention_with_cache)
+
+    def op_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(table,)``: the position-embedding table ``(max_positions, D)``."""
+        return (self.position_embeddings,)
