@@ -97,3 +97,30 @@ def test_moving_average():
 )
 def test_variant_name_drops_only_a_trailing_seed(name, variant):
     assert variant_name(name) == variant
+
+
+@pytest.mark.parametrize(
+    ("mixer", "rotary", "mixer_label", "position_label"),
+    [
+        ("attention", "rope", "attention", "rope"),
+        ({"kind": "attention", "relative_positions": "none"}, "rope", "attention", "rope"),
+        ({"kind": "attention", "relative_positions": "alibi"}, "nope", "attention", "alibi"),
+        ({"kind": "fox", "relative_positions": "path"}, "rope", "fox", "rope + path"),
+        (
+            [{"kind": "gla"}, {"kind": "attention", "relative_positions": "cope"}],
+            "nope",
+            "gla+attention",
+            "cope",
+        ),
+    ],
+)
+def test_table_names_the_mixer_kind_and_the_position_mechanism(
+    tmp_path, mixer, rotary, mixer_label, position_label
+):
+    run = _run("run", [8], [9.5], train_length=8)
+    run.config["mixer"] = mixer
+    run.config["rotary"] = {"type": rotary}
+    meta = {"data": "/data", "split": "val", "lengths": [8], "scored_tokens": 96}
+    markdown = write_report(tmp_path / "out", [run], meta)[1].read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| run |"))
+    assert row.split(" | ")[1:3] == [mixer_label, position_label]

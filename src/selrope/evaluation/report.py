@@ -36,19 +36,35 @@ class EvaluatedRun:
     results: dict[int, dict[str, Any]]
 
 
+def _layer_mixers(config: dict[str, Any]) -> list[Any]:
+    mixer = config["mixer"]
+    return list(mixer) if isinstance(mixer, list) else [mixer]
+
+
 def _position_label(config: dict[str, Any]) -> str:
-    """The model's position encoding: its rotary type (with a scaling), or an absolute one."""
+    """The model's position encoding: its rotary type (with a scaling), an absolute one, or a
+    mechanism inside the attention scores (ALiBi, CoPE, PaTH), beside any rotation."""
     absolute = config.get("absolute_position", "none")
     if absolute != "none":
         return f"{absolute} absolute"
     rotary = config["rotary"]
     scaling = rotary.get("scaling")
     label = rotary.get("type", "?")
-    return f"{label} ({scaling['kind']} x{scaling['factor']:g})" if scaling else label
+    label = f"{label} ({scaling['kind']} x{scaling['factor']:g})" if scaling else label
+    in_scores = [
+        layer.get("relative_positions", "none") for layer in _layer_mixers(config)
+        if isinstance(layer, dict)
+    ]  # fmt: skip
+    in_scores = [name for name in dict.fromkeys(in_scores) if name != "none"]
+    if not in_scores:
+        return label
+    return "+".join(in_scores) if label == "nope" else f"{label} + {'+'.join(in_scores)}"
 
 
-def _mixer_label(mixer: str | list[str]) -> str:
-    return mixer if isinstance(mixer, str) else "+".join(mixer)
+def _mixer_label(config: dict[str, Any]) -> str:
+    """The mixer kind of each layer (a name, or a mixer config's ``kind``), joined by "+"."""
+    layers = _layer_mixers(config)
+    return "+".join(layer if isinstance(layer, str) else layer["kind"] for layer in layers)
 
 
 def write_json(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -> None:
@@ -88,7 +104,7 @@ def write_markdown(path: Path, runs: list[EvaluatedRun], meta: dict[str, Any]) -
     for run in runs:
         cells = [
             run.name,
-            _mixer_label(run.config["mixer"]),
+            _mixer_label(run.config),
             _position_label(run.config),
             f"{run.n_parameters:,}",
             str(run.train_length or "?"),
