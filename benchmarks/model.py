@@ -1,9 +1,17 @@
-"""Language-model training throughput (tokens/s) per mixer x position encoding, as ratios to RoPE.
+"""Language-model training throughput and memory per mixer x position encoding, as ratios to RoPE.
 
 One training step = forward, loss, backward and AdamW update of a whole ``LanguageModel`` on
 packed rows (segment ids with a document boundary in every row, as ``--packing reset`` trains).
-Every variant of a mixer is timed in the same run, interleaved over the repeats so that a busy
-machine slows them alike; the ratio column divides by RoPE's tokens/s (same mixer).
+Each model is the one ``selrope train --task lm --mixer M --rotary P`` builds (the same configs,
+through ``experiments.model_and_train_configs``), so every position encoding a run can name is
+measured: the rotary ones, the absolute baselines and those inside attention scores (ALiBi,
+CoPE, PaTH: attention and FoX only, skipped with a note elsewhere). Every variant of a mixer is
+timed in the same run, interleaved over the repeats so that a busy machine slows them alike; the
+ratio columns divide by RoPE's (same mixer).
+
+Memory column: on CPU, "saved MiB" is what autograd keeps from forward to backward of one step
+(each storage once, parameters excluded); on CUDA, "peak MiB" is the peak allocated during the
+step above what was allocated before it.
 
     python benchmarks/model.py [--device cuda] [--quick] [--compile] [--positions rope,selective]
         [--json rows.json]
@@ -18,35 +26,33 @@ from __future__ import annotations
 import argparse
 
 import torch
-from measure import report_rows, time_ms_interleaved
+from measure import memory_mib, recording_saved_tensors, report_rows, time_ms_interleaved
 
-from selrope.models import LanguageModel, LMConfig, lm_loss
-from selrope.rotary import SELECTIVE_LM_RECIPE
+from selrope.experiments.config import model_and_train_configs
+from selrope.experiments.positions import POSITIONS
+from selrope.models import LanguageModel, lm_loss
 from selrope.training.host_memory import keep_freed_memory
 
-POSITIONS = {
-    "nope": ({"type": "nope"}, "none"),
-    "rope": ({"type": "rope", "base": 500000.0}, "none"),
-    "learned": ({"type": "nope"}, "learned"),
-    "carope": ({"type": "carope"}, "none"),
-    "selective": (dict(SELECTIVE_LM_RECIPE), "none"),
-}
+
+def model_config(mixer: str, position: str, args: argparse.Namespace):
+    """The ``LMConfig`` of ``selrope train --task lm --mixer mixer --rotary position`` at the
+    benchmark's size. ValueError where the position does not work in the mixer."""
+    sections = {
+        "run": {"task": "lm", "mixer": mixer, "rotary": position, "out": "benchmark"},
+        "model": {
+            "d_model": args.d_model,
+            "n_layers": args.n_layers,
+            "n_heads": args.n_heads,
+            "tie_embeddings": True,
+        },
+    }
+    return model_and_train_configs(sections, args.vocab)[0]
 
 
-def make_step(mixer: str, position: str, args: argparse.Namespace, device: torch.device):
-    """A function running one training step of a fresh model on fixed random packed rows."""
-    rotary, absolute = POSITIONS[position]
+def make_step(config, args: argparse.Namespace, device: torch.device):
+    """(step, excluded storages): step(saved=None) runs one training step of a fresh model on
+    fixed random packed rows, recording autograd's saved tensors into ``saved``."""
     torch.manual_seed(0)
-    config = LMConfig(
-        vocab_size=args.vocab,
-        d_model=args.d_model,
-        n_layers=args.n_layers,
-        n_heads=args.n_heads,
-        mixer=mixer,
-        rotary=rotary,
-        absolute_position=absolute,
-        tie_embeddings=True,
-    )
     model = LanguageModel(config).to(device)
     forward = torch.compile(model) if args.compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -55,23 +61,36 @@ def make_step(mixer: str, position: str, args: argparse.Namespace, device: torch
     segment_ids[:, args.seq_len // 3 :] = 1  # one document boundary per row
     autocast = device.type == "cuda"
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = forward(ids[:, :-1], segment_ids=segment_ids)
-        loss = lm_loss(logits, ids[:, 1:])
+    def step(saved: list | None = None) -> None:
+        with recording_saved_tensors(saved):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = forward(ids[:, :-1], segment_ids=segment_ids)
+            loss = lm_loss(logits, ids[:, 1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return step
+    excluded = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return step, excluded
 
 
 def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
     rows = []
     for mixer in args.mixers:
-        steps = {position: make_step(mixer, position, args, device) for position in args.positions}
+        configs = {}
+        for position in args.positions:
+            try:
+                configs[position] = model_config(mixer, position, args)
+            except ValueError as error:
+                print(f"  skipped {mixer} {position}: {error}", flush=True)
+        made = {position: make_step(config, args, device) for position, config in configs.items()}
+        steps = {position: step for position, (step, _) in made.items()}
         for step in steps.values():  # a first step (allocator, denormals, autotuning)
             step()
+        memory = {
+            position: memory_mib(step, device, excluded)
+            for position, (step, excluded) in made.items()
+        }
         milliseconds = time_ms_interleaved(steps, device, args.repeats)
         tokens = args.batch * args.seq_len
         rope = tokens / milliseconds["rope"]
@@ -84,6 +103,8 @@ def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
                     "step_ms": round(ms, 1),
                     "tokens_per_s": round(1000 * rate),
                     "vs_rope": round(rate / rope, 2),
+                    "memory_mib": round(memory[position], 1),
+                    "memory_vs_rope": round(memory[position] / memory["rope"], 2),
                 }
             )
         print(f"  measured {mixer}", flush=True)
@@ -142,8 +163,10 @@ def main() -> None:
         f"{', torch.compile' if args.compile else ''}, "
         f"median of {args.repeats} training steps"
     )
-    names = ["mixer", "position", "step ms", "tokens/s", "x RoPE"]
-    columns = ["mixer", "position", "step_ms", "tokens_per_s", "vs_rope"]
+    memory = "peak MiB" if device.type == "cuda" else "saved MiB"
+    names = ["mixer", "position", "step ms", "tokens/s", "x RoPE", memory, "memory x RoPE"]
+    columns = ["mixer", "position", "step_ms", "tokens_per_s", "vs_rope", "memory_mib"]
+    columns.append("memory_vs_rope")
     report_rows(rows, names, columns, args.json)
 
 
