@@ -14,15 +14,23 @@ from selrope.experiments import rotary_preset
 from selrope.models import LMConfig, parameter_count
 from selrope.tasks import task_spec
 
-RECIPES = Path(__file__).parents[2] / "configs" / "selective_rope"
-LM_RECIPES = sorted(RECIPES.glob("lm_*.yaml"))
+CONFIGS = Path(__file__).parents[2] / "configs"
+RECIPES = CONFIGS / "selective_rope"
+GPT2_RECIPES = sorted((CONFIGS / "carope").glob("gpt2_*.yaml"))
+LM_RECIPES = sorted(RECIPES.glob("lm_*.yaml")) + GPT2_RECIPES
 VOCAB = 32000  # Mistral-7B's tokenizer, the paper's
+GPT2_VOCAB = 50257
 
 
-def recipe_model(path: Path) -> LMConfig:
+def recipe_model(path: Path, vocab_size: int = VOCAB) -> LMConfig:
     recipe = yaml.safe_load(path.read_text())
-    rotary = rotary_preset(recipe["position"], task_spec("lm").selective_recipe)
-    return LMConfig.from_dict({**recipe["model"], "vocab_size": VOCAB, "rotary": rotary})
+    model = dict(recipe["model"])
+    position = recipe["position"]
+    overrides = {position: model.pop("rotary")} if "rotary" in model else None
+    rotary = rotary_preset(position, task_spec("lm").selective_recipe, overrides)
+    absolute = position if position in ("learned", "sinusoidal") else "none"
+    values = {**model, "vocab_size": vocab_size, "rotary": rotary, "absolute_position": absolute}
+    return LMConfig.from_dict(values)
 
 
 def reference_count(mixer: str) -> int:
@@ -58,6 +66,28 @@ def test_nope_recipes_have_the_reference_parameter_counts(mixer):
     assert 0 < added / 24 < 100_000
 
 
+def gpt2_count(size: str) -> int:
+    """The parameters of transformers' GPT2LMHeadModel of that size (1,024 learned positions)."""
+    transformers = pytest.importorskip("transformers")
+    shape = {} if size == "small" else {"n_embd": 1024, "n_layer": 24, "n_head": 16}
+    with torch.device("meta"):
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**shape))
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("recipe", GPT2_RECIPES, ids=lambda path: path.stem)
+def test_gpt2_recipes_have_gpt2s_parameter_count_less_its_position_table(recipe):
+    size, position, length = recipe.stem.split("_")[1:]
+    config = recipe_model(recipe, GPT2_VOCAB)
+    d, T = config.d_model, int(length.removeprefix("T"))
+    assert config.max_positions == T and config.rotary.get("base", 10000.0) == 10000.0
+    without_table = gpt2_count(size) - 1024 * d
+    L, H = config.n_layers, config.n_heads
+    # learned: T rows of d; CARoPE: its per-head frequency map (d x H and a bias) in every layer.
+    added = {"rope": 0, "learned": T * d, "carope": L * (d * H + H)}[position]
+    assert parameter_count(config) == without_table + added
+
+
 def test_the_two_thirds_rule_is_fla_and_llama_width():
     assert recipe_model(RECIPES / "lm_gla_nope.yaml").mlp_hidden_size == 2816
 
@@ -77,7 +107,8 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("recipe", LM_RECIPES, ids=lambda path: path.stem)
 def test_each_recipes_cpu_twin_trains(recipe, corpus, tmp_path):
     out = tmp_path / "run"
-    main(["train", "--config", str(recipe), "--config", str(RECIPES / "cpu_twin.yaml"),
+    twin = recipe.parent / "cpu_twin.yaml"
+    main(["train", "--config", str(recipe), "--config", str(twin),
           "--data", str(corpus), "--out", str(out)])  # fmt: skip
     record = json.loads((out / "run.json").read_text())
     wanted = yaml.safe_load(recipe.read_text())

@@ -10,7 +10,8 @@ depthwise short convs and the loss are elementwise and left out). A token of a r
 
 - projections: 2 x (inputs x outputs) of every ``nn.Linear`` a token passes through, and 2 x
   the weights of Selective RoPE's per-head projection, reported as the mixers' projections
-  (q/k/v/o, gates), the MLP (3 matrices of d x ``LMConfig.mlp_hidden_size``: 6 d h a layer),
+  (q/k/v/o, gates), the MLP (SwiGLU: 3 matrices of d x ``LMConfig.mlp_hidden_size`` h, 6 d h a
+  layer; GPT-2's GELU MLP: 2, 4 d h),
   the rotary embedding's projections, and the LM head (2 d V, tied or not);
 - sequence mixing per layer, H heads of q/k width K and v width V:
   softmax attention and FoX ``T H (K + V)`` (QK and AV, each ``2 T H K``, halved for the causal
@@ -32,12 +33,12 @@ under FSDP; buffers: DDP's gradient buckets (4P, beside the gradients, for N > 1
 gathered parameters of two units (the one in use and the prefetched one; a unit is a block, the
 embedding or the head) in the compute dtype plus one unit's unsharded float32 gradients. Activations
 are what the backward pass keeps, per token: in every block the two norm inputs (float32 residual
-stream) and outputs, the MLP's 3 h, and the mixer's tensors in the compute dtype (2 bytes under
-bf16, else 4): attention and FoX q, k, v and the output (2 H K + 2 H V); GLA / Gated DeltaNet q,
-k, v before and after their short convs, the rotated q and k and the gated output's three tensors
-(6 H K + 5 H V), the decays in float32 and the chunk states ``H K V / C`` in float32; an
-input-dependent rotary embedding (CARoPE, Selective RoPE) adds 4 float32 tensors of its H K / 2
-angles; then the logits three times (compute dtype, their float32 copy and the saved
+stream) and outputs, the MLP's 3 h (SwiGLU; 2 h for the GELU MLP), and the mixer's tensors in the
+compute dtype (2 bytes under bf16, else 4): attention and FoX q, k, v and the output (2 H K + 2 H
+V); GLA / Gated DeltaNet q, k, v before and after their short convs, the rotated q and k and the
+gated output's three tensors (6 H K + 5 H V), the decays in float32 and the chunk states ``H K V /
+C`` in float32; an input-dependent rotary embedding (CARoPE, Selective RoPE) adds 4 float32 tensors
+of its H K / 2 angles; then the logits three times (compute dtype, their float32 copy and the saved
 log-softmax). With activation checkpointing (one checkpoint per block) only the blocks' float32
 inputs stay, plus one block's activations while it is recomputed. An estimate from the shapes:
 kernels that recompute (fla's) keep less, PyTorch's chunked forms more.
@@ -358,7 +359,8 @@ def activation_bytes(
     blocks = []
     for mixer in model.layer_mixer_configs():
         K, V = _head_dims(mixer, d, H)
-        per_token = 2 * d * _FLOAT + 2 * d * c + 3 * model.mlp_hidden_size * c
+        mlp_tensors = 3 if model.mlp == "swiglu" else 2
+        per_token = 2 * d * _FLOAT + 2 * d * c + mlp_tensors * model.mlp_hidden_size * c
         if mixer.kind in _SOFTMAX_MIXERS:
             per_token += (2 * H * K + 2 * H * V) * c
         else:

@@ -7,18 +7,21 @@ from selrope.layers.cope_attention import CopeAttention
 from selrope.layers.forgetting_attention import ForgettingAttention, ForgettingAttentionCache
 from selrope.layers.gated_deltanet import GatedDeltaNet
 from selrope.layers.gla import GatedLinearAttention
-from selrope.layers.mlp import SwiGLU
-from selrope.layers.norm import RMSNorm
+from selrope.layers.mlp import GELUMLP, MLPS, SwiGLU, build_mlp
+from selrope.layers.norm import NORMS, RMSNorm, build_norm
 from selrope.layers.path_attention import PathAttention, PathLayerCache
 from selrope.layers.recurrent_cache import RecurrentCache
 
 __all__ = [
+    "MLPS",
+    "NORMS",
     "AlibiAttention",
     "Attention",
     "AttentionCache",
     "CopeAttention",
     "ForgettingAttention",
     "ForgettingAttentionCache",
+    "GELUMLP",
     "GatedDeltaNet",
     "GatedLinearAttention",
     "PathAttention",
@@ -26,4 +29,6 @@ __all__ = [
     "RMSNorm",
     "RecurrentCache",
     "SwiGLU",
+    "build_mlp",
+    "build_norm",
 ]

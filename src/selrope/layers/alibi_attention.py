@@ -18,6 +18,7 @@ class AlibiAttention(Attention):
         model_dim: width d of the input and output.
         num_heads: H; the head dim is d / H.
         rotary: rotary config (dict or RotaryConfig) for ``selrope.rotary.build_rotary``.
+        bias: biases on the q, k, v and output projections (see :class:`Attention`).
     """
 
     def op(

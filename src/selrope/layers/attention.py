@@ -28,15 +28,16 @@ class AttentionCache(NamedTuple):
 
 
 class Attention(nn.Module):
-    """Multi-head causal softmax attention (no biases), rotary applied to q and k.
+    """Multi-head causal softmax attention, rotary applied to q and k.
 
     Args:
         model_dim: width d of the input and output.
         num_heads: H; the head dim is d / H.
         rotary: rotary config (dict or RotaryConfig) for ``selrope.rotary.build_rotary``.
+        bias: biases on the q, k, v and output projections (GPT-2's); none by default.
     """
 
-    def __init__(self, model_dim: int, num_heads: int, rotary: Any = None):
+    def __init__(self, model_dim: int, num_heads: int, rotary: Any = None, bias: bool = False):
         super().__init__()
         for name, value in (("model_dim", model_dim), ("num_heads", num_heads)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -47,10 +48,10 @@ class Attention(nn.Module):
             )
         self.num_heads = num_heads
         self.head_dim = model_dim // num_heads
-        self.q_proj = nn.Linear(model_dim, model_dim, bias=False)
-        self.k_proj = nn.Linear(model_dim, model_dim, bias=False)
-        self.v_proj = nn.Linear(model_dim, model_dim, bias=False)
-        self.o_proj = nn.Linear(model_dim, model_dim, bias=False)
+        self.q_proj = nn.Linear(model_dim, model_dim, bias=bias)
+        self.k_proj = nn.Linear(model_dim, model_dim, bias=bias)
+        self.v_proj = nn.Linear(model_dim, model_dim, bias=bias)
+        self.o_proj = nn.Linear(model_dim, model_dim, bias=bias)
         self.rotary = build_rotary(
             rotary or {"type": "nope"},
             num_heads=num_heads,

@@ -26,10 +26,18 @@ class CopeAttention(Attention):
         rotary: rotary config (dict or RotaryConfig) for ``selrope.rotary.build_rotary``.
         max_positions: rows of the table; contextual positions are clipped at
             ``max_positions - 1`` (the paper's ``npos_max``).
+        bias: biases on the q, k, v and output projections (see :class:`Attention`).
     """
 
-    def __init__(self, model_dim: int, num_heads: int, rotary: Any = None, max_positions: int = 64):
-        super().__init__(model_dim, num_heads, rotary)
+    def __init__(
+        self,
+        model_dim: int,
+        num_heads: int,
+        rotary: Any = None,
+        max_positions: int = 64,
+        bias: bool = False,
+    ):
+        super().__init__(model_dim, num_heads, rotary, bias)
         check_positive_int("max_positions", max_positions)
         self.position_embeddings = nn.Parameter(torch.zeros(max_positions, self.head_dim))
 

@@ -49,6 +49,7 @@ class ForgettingAttention(Attention):
         num_heads: H; the head dim is d / H.
         rotary: rotary config (dict or RotaryConfig) for ``selrope.rotary.build_rotary``.
         forget_bias_init: the initial gate bias b (every head); sigmoid(b) is the gate of x = 0.
+        bias: biases on the q, k, v and output projections (see :class:`Attention`).
     """
 
     def __init__(
@@ -57,8 +58,9 @@ class ForgettingAttention(Attention):
         num_heads: int,
         rotary: Any = None,
         forget_bias_init: float = FORGET_BIAS_INIT,
+        bias: bool = False,
     ):
-        super().__init__(model_dim, num_heads, rotary)
+        super().__init__(model_dim, num_heads, rotary, bias)
         check_forget_bias_init(forget_bias_init)
         self.forget_proj = nn.Linear(model_dim, num_heads, bias=False)
         # Kept apart from forget_proj: a language model re-initialises every Linear's bias to 0.

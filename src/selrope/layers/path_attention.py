@@ -57,6 +57,7 @@ class PathAttention(Attention):
         conv_size: kernel width of w's short conv (3 in the paper's code).
         forget_gate: add FoX's data-dependent forget gate.
         forget_bias_init: the gate's initial bias (see :class:`ForgettingAttention`).
+        bias: biases on the q, k, v and output projections (see :class:`Attention`).
     """
 
     def __init__(
@@ -68,8 +69,9 @@ class PathAttention(Attention):
         conv_size: int = 3,
         forget_gate: bool = False,
         forget_bias_init: float = FORGET_BIAS_INIT,
+        bias: bool = False,
     ):
-        super().__init__(model_dim, num_heads, rotary)
+        super().__init__(model_dim, num_heads, rotary, bias)
         check_positive_int("low_rank_dim", low_rank_dim)
         check_positive_int("conv_size", conv_size)
         self.w_proj = nn.Sequential(

@@ -37,9 +37,11 @@ from selrope.layers import (
 from selrope.layers.blocks import FORMS, head_widths
 from selrope.layers.forgetting_attention import FORGET_BIAS_INIT
 from selrope.layers.gla import DECAYS
+from selrope.layers.mlp import MLPS
+from selrope.layers.norm import NORMS
 
 ROTARY_SOURCES = ("layer", "embedding")
-# How the SwiGLU inner width follows from mlp_ratio: "ratio" round(mlp_ratio * d); "two_thirds"
+# How the MLP inner width follows from mlp_ratio: "ratio" round(mlp_ratio * d); "two_thirds"
 # the LLaMA / flash-linear-attention rule, 2/3 of that rounded up to a multiple of mlp_multiple_of
 # (d 1,024, ratio 4: 2,816), which the papers' models use.
 MLP_WIDTH_RULES = ("ratio", "two_thirds")
@@ -81,6 +83,7 @@ class _SoftmaxAttentionConfig(MixerConfig):
     )
     path_low_rank_dim: int = setting(32, help="PaTH: rank of the projection of its directions w")
     path_conv_size: int = setting(3, help="PaTH: kernel width of the short conv on w")
+    bias: bool = setting(False, help="biases on the q, k, v and output projections (GPT-2's)")
 
     allowed_relative_positions: ClassVar[tuple[str, ...]] = ("none", "alibi", "cope", "path")
 
@@ -93,10 +96,15 @@ class _SoftmaxAttentionConfig(MixerConfig):
         check_positive_int("cope_max_positions", self.cope_max_positions)
         check_positive_int("path_low_rank_dim", self.path_low_rank_dim)
         check_positive_int("path_conv_size", self.path_conv_size)
+        check_bool("bias", self.bias)
 
     def path_options(self) -> dict[str, Any]:
         """The :class:`PathAttention` keyword arguments of these options."""
-        return {"low_rank_dim": self.path_low_rank_dim, "conv_size": self.path_conv_size}
+        return {
+            "low_rank_dim": self.path_low_rank_dim,
+            "conv_size": self.path_conv_size,
+            "bias": self.bias,
+        }
 
 
 @dataclass(frozen=True)
@@ -107,12 +115,12 @@ class AttentionConfig(_SoftmaxAttentionConfig):
 
     def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
         if self.relative_positions == "alibi":
-            return AlibiAttention(model_dim, num_heads, rotary)
+            return AlibiAttention(model_dim, num_heads, rotary, self.bias)
         if self.relative_positions == "cope":
-            return CopeAttention(model_dim, num_heads, rotary, self.cope_max_positions)
+            return CopeAttention(model_dim, num_heads, rotary, self.cope_max_positions, self.bias)
         if self.relative_positions == "path":
             return PathAttention(model_dim, num_heads, rotary, **self.path_options())
-        return Attention(model_dim, num_heads, rotary)
+        return Attention(model_dim, num_heads, rotary, self.bias)
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ class ForgettingAttentionConfig(_SoftmaxAttentionConfig):
                 forget_gate=True,
                 forget_bias_init=self.forget_bias_init,
             )
-        return ForgettingAttention(model_dim, num_heads, rotary, self.forget_bias_init)
+        return ForgettingAttention(model_dim, num_heads, rotary, self.forget_bias_init, self.bias)
 
 
 @dataclass(frozen=True)
@@ -278,14 +286,18 @@ class LMConfig:
         help="factor on the sinusoidal position embedding; default init_std, the original "
         "Transformer's ratio of sinusoids to token embeddings",
     )
-    mlp_ratio: float = setting(4.0, help="SwiGLU inner width / d_model; 0: no MLP sublayer")
+    norm: str = setting("rmsnorm", help="the block and final norms: rmsnorm or layernorm (GPT-2's)")
+    mlp: str = setting(
+        "swiglu", help="the MLP: swiglu (no biases) or gelu (GPT-2's: one hidden layer, biases)"
+    )
+    mlp_ratio: float = setting(4.0, help="MLP inner width / d_model; 0: no MLP sublayer")
     mlp_width_rule: str = setting(
         "ratio",
         help="ratio (inner width round(mlp_ratio x d)) or two_thirds (the LLaMA / fla rule: 2/3 "
         "of it, rounded up to a multiple of mlp_multiple_of)",
     )
     mlp_multiple_of: int = setting(256, help="the two_thirds rule rounds up to this multiple")
-    norm_eps: float = setting(1e-6, help="RMSNorm epsilon")
+    norm_eps: float = setting(1e-6, help="the norms' epsilon")
     tie_embeddings: bool = setting(False, help="share the embedding and LM-head matrices")
     init_std: float = setting(
         0.02, help="std of the normal init of embeddings and the linear weights"
@@ -321,6 +333,8 @@ class LMConfig:
             raise ValueError(f"mlp_ratio must be a float >= 0; got {self.mlp_ratio!r}")
         check_bool("tie_embeddings", self.tie_embeddings)
         check_choice("mlp_width_rule", self.mlp_width_rule, MLP_WIDTH_RULES)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("mlp", self.mlp, MLPS)
         check_positive_int("mlp_multiple_of", self.mlp_multiple_of)
         for mixer in self.layer_mixer_configs():
             mixer.check(self.d_model, self.n_heads)
@@ -341,7 +355,7 @@ class LMConfig:
 
     @property
     def mlp_hidden_size(self) -> int:
-        """The SwiGLU inner width (0: no MLP sublayer), by ``mlp_width_rule``."""
+        """The MLP's inner width (0: no MLP sublayer), by ``mlp_width_rule``."""
         width = self.mlp_ratio * self.d_model
         if self.mlp_width_rule == "ratio" or width == 0:
             return round(width)

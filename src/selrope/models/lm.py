@@ -1,4 +1,4 @@
-"""The decoder language model: embedding, pre-norm blocks (mixer + SwiGLU), LM head.
+"""The decoder language model: embedding, pre-norm blocks (mixer + MLP), LM head.
 
 Read top to bottom: ``Block``, ``LanguageModel`` (forward, loss, generate, save/load); the
 options are ``LMConfig`` and the mixer configs in ``config.py``. Any mixer takes any rotary
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from selrope.layers import RMSNorm, SwiGLU
+from selrope.layers import build_mlp, build_norm
 from selrope.models.config import (  # noqa: F401 - re-exported: the model file's vocabulary
     ABSOLUTE_POSITIONS,
     MIXERS,
@@ -44,15 +44,15 @@ def parameter_count(config: LMConfig) -> int:
 
 
 class Block(nn.Module):
-    """RMSNorm -> mixer -> residual, then RMSNorm -> SwiGLU -> residual."""
+    """norm -> mixer -> residual, then norm -> MLP -> residual (``LMConfig.norm``, ``mlp``)."""
 
     def __init__(self, config: LMConfig, layer: int):
         super().__init__()
-        self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mixer_norm = build_norm(config.norm, config.d_model, config.norm_eps)
         self.mixer = config.build_mixer(layer)
         hidden = config.mlp_hidden_size
-        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps) if hidden else None
-        self.mlp = SwiGLU(config.d_model, hidden) if hidden else None
+        self.mlp_norm = build_norm(config.norm, config.d_model, config.norm_eps) if hidden else None
+        self.mlp = build_mlp(config.mlp, config.d_model, hidden) if hidden else None
 
     def forward(
         self,
@@ -103,7 +103,7 @@ class LanguageModel(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.position_embedding = build_position_embedding(config)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
-        self.final_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.final_norm = build_norm(config.norm, config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self._init_weights()
         self.activation_checkpointing = False
