@@ -131,7 +131,8 @@ def test_train_command_trains_fox(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mixer", "position"), [("attention", "alibi"), ("attention", "cope"), ("fox", "path")]
+    ("mixer", "position"),
+    [("attention", "alibi"), ("attention", "cope"), ("fox", "cope"), ("fox", "path")],
 )
 def test_train_command_trains_a_mechanism_inside_attention(tmp_path, mixer, position) -> None:
     main(["train", *TINY, "--mixer", mixer, "--rotary", position, "--out", str(tmp_path)])
@@ -149,8 +150,8 @@ def test_train_command_trains_a_mechanism_inside_attention(tmp_path, mixer, posi
         (["--mixer", "gla", "--rotary", "alibi"], "--rotary alibi works inside softmax attention: "
          "it needs --mixer attention; got gla"),
         (["--mixer", "gdn", "--rotary", "pope"], "rotary pope .* needs mixer attention or fox"),
-        (["--mixer", "fox", "--relative-positions", "cope"],
-         r"--relative-positions \(of mixer fox\) must be one of none, path; got 'cope'"),
+        (["--mixer", "fox", "--relative-positions", "alibi"],
+         r"--relative-positions \(of mixer fox\) must be one of none, cope, path; got 'alibi'"),
     ],
 )  # fmt: skip
 def test_a_position_encoding_its_mixer_lacks_is_refused(tmp_path, capsys, argv, message) -> None:

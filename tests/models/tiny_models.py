@@ -18,6 +18,7 @@ POSITION_MIXERS = {
     "alibi": {"kind": "attention", "relative_positions": "alibi"},
     "cope": {"kind": "attention", "relative_positions": "cope", "cope_max_positions": 6},
     "path": {"kind": "attention", "relative_positions": "path", "path_low_rank_dim": 4},
+    "cope-fox": {"kind": "fox", "relative_positions": "cope", "cope_max_positions": 6},
     "path-fox": {"kind": "fox", "relative_positions": "path", "path_low_rank_dim": 4},
 }
 MIXERS = ["attention", "fox", "gla", "gdn", *POSITION_MIXERS]

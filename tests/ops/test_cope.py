@@ -1,14 +1,19 @@
 """CoPE attention: the vectorised form against the float64 loop (values, gradients of q, k, v and
-the table, clipping), closed forms of the positions, KV-cache decoding, packing, input errors."""
+the table, clipping), closed forms of the positions, KV-cache decoding, packing, input errors;
+CoPE inside FoX against the same loop with the forget gates."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from selrope.ops import (
     causal_attention,
     contextual_positions,
     cope_attention,
     cope_attention_with_cache,
+    cope_forgetting_attention,
+    cope_forgetting_attention_with_cache,
+    forgetting_attention,
     reference_cope_attention,
 )
 
@@ -183,3 +188,63 @@ def test_bad_inputs_raise_one_line_value_errors(change, match):
         with pytest.raises(ValueError, match=match) as error:
             attend(**args)
         assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("T", [1, 7, 16])
+def test_cope_inside_fox_matches_the_loop_reference_values_and_gradients(T):
+    gen = torch.Generator().manual_seed(T)
+    q, k, v = (torch.randn(2, T, 3, 4, dtype=torch.float64, generator=gen) for _ in range(3))
+    table = torch.randn(5, 4, dtype=torch.float64, generator=gen)
+    log_forget = F.logsigmoid(torch.randn(2, T, 3, dtype=torch.float64, generator=gen) + 2)
+    leaves = [t.requires_grad_() for t in (q, k, v, table, log_forget)]
+    got = cope_forgetting_attention(q, k, v, table, log_forget)
+    expected = reference_cope_attention(q, k, v, table, log_forget=log_forget)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+    grad = torch.randn_like(got)
+    got_grads = torch.autograd.grad(got, leaves, grad)
+    expected_grads = torch.autograd.grad(expected, leaves, grad)
+    for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got_grad, expected_grad, atol=1e-10, rtol=1e-10)
+
+
+def test_cope_inside_fox_gradcheck_and_its_two_limits():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 5, 2, 4, dtype=torch.float64, generator=gen) for _ in range(3))
+    table = torch.randn(4, 4, dtype=torch.float64, generator=gen)
+    log_forget = F.logsigmoid(torch.randn(1, 5, 2, dtype=torch.float64, generator=gen))
+    inputs = tuple(t.clone().requires_grad_() for t in (q, k, v, table, log_forget))
+    assert torch.autograd.gradcheck(cope_forgetting_attention, inputs)
+    # Gates all 1: CoPE alone. A zero table: FoX alone.
+    ones = torch.zeros_like(log_forget)
+    torch.testing.assert_close(
+        cope_forgetting_attention(q, k, v, table, ones), cope_attention(q, k, v, table)
+    )
+    torch.testing.assert_close(
+        cope_forgetting_attention(q, k, v, torch.zeros_like(table), log_forget),
+        forgetting_attention(q, k, v, log_forget),
+    )
+
+
+def test_cope_inside_fox_prefill_then_steps_and_packed_documents():
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 11, 2, 4, dtype=torch.float64, generator=gen) for _ in range(3))
+    table = torch.randn(6, 4, dtype=torch.float64, generator=gen)
+    log_forget = F.logsigmoid(torch.randn(2, 11, 2, dtype=torch.float64, generator=gen))
+    full = cope_forgetting_attention(q, k, v, table, log_forget)
+    o, *cache = cope_forgetting_attention_with_cache(q[:, :4], k[:, :4], v[:, :4], table,
+                                                     log_forget[:, :4])  # fmt: skip
+    outputs = [o]
+    for t in range(4, 11):
+        step = slice(t, t + 1)
+        o, *cache = cope_forgetting_attention_with_cache(
+            q[:, step], k[:, step], v[:, step], table, log_forget[:, step], *cache
+        )
+        outputs.append(o)
+    torch.testing.assert_close(torch.cat(outputs, dim=1), full, atol=1e-12, rtol=1e-12)
+    segment_ids = torch.tensor([[0] * 4 + [1] * 7] * 2)
+    packed = cope_forgetting_attention(q, k, v, table, log_forget, segment_ids=segment_ids)
+    alone = [
+        cope_forgetting_attention(q[:, s], k[:, s], v[:, s], table, log_forget[:, s])
+        for s in (slice(0, 4), slice(4, 11))
+    ]
+    torch.testing.assert_close(packed, torch.cat(alone, dim=1), atol=1e-12, rtol=1e-12)

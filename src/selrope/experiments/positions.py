@@ -4,8 +4,8 @@
 of twice the head width) in softmax attention and FoX; "sinusoidal" and
 "learned" are absolute baselines (no rotation; a position vector added to the token
 embeddings); "alibi", "cope" and "path" are mechanisms inside softmax attention's scores (no
-rotation; the mixer's ``relative_positions``: ALiBi and CoPE in attention, PaTH in attention and
-FoX, where it is PaTH-FoX). "selective" means the task's own Selective RoPE recipe (``TaskSpec``).
+rotation; the mixer's ``relative_positions``: ALiBi in attention, CoPE and PaTH in attention
+and FoX). "selective" means the task's own Selective RoPE recipe (``TaskSpec``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ POSITIONS = (
 """The position encodings a run can name (``--rotary``)."""
 ABSOLUTE_POSITIONS = ("sinusoidal", "learned")
 """The absolute baselines among them (no rotation; a vector added to the embeddings)."""
-RELATIVE_POSITIONS = {"alibi": ("attention",), "cope": ("attention",), "path": ("attention", "fox")}
+RELATIVE_POSITIONS = {
+    "alibi": ("attention",),
+    "cope": ("attention", "fox"),
+    "path": ("attention", "fox"),
+}
 """The mechanisms inside attention scores among them, with the mixers that have each."""
 # The fixed-RoPE baseline of the Selective RoPE paper uses base 500,000 in every task.
 BASELINE_ROPE = {"type": "rope", "base": 500000.0}

@@ -1,9 +1,9 @@
-"""Sequence-mixing layers: softmax attention (plain, ALiBi, CoPE, PaTH), FoX, GLA and Gated
-DeltaNet, each with a rotary slot."""
+"""Sequence-mixing layers: softmax attention (plain, ALiBi, CoPE, PaTH), FoX (plain, CoPE, PaTH),
+GLA and Gated DeltaNet, each with a rotary slot."""
 
 from selrope.layers.alibi_attention import AlibiAttention
 from selrope.layers.attention import Attention, AttentionCache
-from selrope.layers.cope_attention import CopeAttention
+from selrope.layers.cope_attention import CopeAttention, CopeForgettingAttention
 from selrope.layers.forgetting_attention import ForgettingAttention, ForgettingAttentionCache
 from selrope.layers.gated_deltanet import GatedDeltaNet
 from selrope.layers.gla import GatedLinearAttention
@@ -19,6 +19,7 @@ __all__ = [
     "Attention",
     "AttentionCache",
     "CopeAttention",
+    "CopeForgettingAttention",
     "ForgettingAttention",
     "ForgettingAttentionCache",
     "GELUMLP",

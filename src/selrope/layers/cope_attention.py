@@ -1,4 +1,5 @@
-"""CoPE attention: causal softmax attention with contextual position encoding."""
+"""CoPE attention: causal softmax attention with contextual position encoding, alone or inside
+FoX (with its forget gate)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch import nn
 
 from selrope.common import check_positive_int
 from selrope.layers.attention import Attention
-from selrope.ops.cope import cope_attention_with_cache
+from selrope.layers.forgetting_attention import FORGET_BIAS_INIT, ForgettingAttention
+from selrope.ops.cope import cope_attention_with_cache, cope_forgetting_attention_with_cache
 
 
 class CopeAttention(Attention):
@@ -46,3 +48,37 @@ class CopeAttention(Attention):
     def op_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(table,)``: the position-embedding table ``(max_positions, D)``."""
         return (self.position_embeddings,)
+
+
+class CopeForgettingAttention(ForgettingAttention):
+    """FoX with CoPE (``ops.cope_forgetting_attention``): the scores of :class:`CopeAttention`
+    plus FoX's forget-gate bias ``F_i - F_j``; the cache is :class:`ForgettingAttention`'s. The
+    table starts at zero, so the layer starts as FoX.
+
+    Args:
+        model_dim: width d of the input and output.
+        num_heads: H; the head dim is d / H.
+        rotary: rotary config (dict or RotaryConfig) for ``selrope.rotary.build_rotary``.
+        max_positions: rows of the position table (see :class:`CopeAttention`).
+        forget_bias_init: the gate's initial bias (see :class:`ForgettingAttention`).
+        bias: biases on the q, k, v and output projections (see :class:`Attention`).
+    """
+
+    def __init__(
+        self,
+        model_dim: int,
+        num_heads: int,
+        rotary: Any = None,
+        max_positions: int = 64,
+        forget_bias_init: float = FORGET_BIAS_INIT,
+        bias: bool = False,
+    ):
+        super().__init__(model_dim, num_heads, rotary, forget_bias_init, bias)
+        check_positive_int("max_positions", max_positions)
+        self.position_embeddings = nn.Parameter(torch.zeros(max_positions, self.head_dim))
+
+    op = staticmethod(cope_forgetting_attention_with_cache)
+
+    def op_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(table, log f)``: the position table ``(max_positions, D)`` and the forget gates."""
+        return (self.position_embeddings, self.log_forget(x))

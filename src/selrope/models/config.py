@@ -29,6 +29,7 @@ from selrope.layers import (
     AlibiAttention,
     Attention,
     CopeAttention,
+    CopeForgettingAttention,
     ForgettingAttention,
     GatedDeltaNet,
     GatedLinearAttention,
@@ -75,7 +76,7 @@ class _SoftmaxAttentionConfig(MixerConfig):
     relative_positions: str = setting(
         "none",
         help="a position mechanism in the attention scores: none, alibi (fixed per-head distance "
-        "slopes; attention only), cope (contextual positions; attention only) or path "
+        "slopes; attention only), cope (contextual positions) or path "
         "(accumulated Householder transforms: PaTH, PaTH-FoX with fox)",
     )
     cope_max_positions: int = setting(
@@ -125,8 +126,8 @@ class AttentionConfig(_SoftmaxAttentionConfig):
 
 @dataclass(frozen=True)
 class ForgettingAttentionConfig(_SoftmaxAttentionConfig):
-    """The Forgetting Transformer (FoX): softmax attention with a per-head forget gate; PaTH-FoX
-    through ``relative_positions="path"``."""
+    """The Forgetting Transformer (FoX): softmax attention with a per-head forget gate; CoPE and
+    PaTH-FoX through ``relative_positions``."""
 
     kind: ClassVar[str] = "fox"
     forget_bias_init: float = setting(
@@ -135,8 +136,8 @@ class ForgettingAttentionConfig(_SoftmaxAttentionConfig):
         "the FoX paper's code starts at 0)",
     )
 
-    # ALiBi is FoX with fixed gates; CoPE inside FoX is not implemented.
-    allowed_relative_positions: ClassVar[tuple[str, ...]] = ("none", "path")
+    # ALiBi is FoX with fixed gates.
+    allowed_relative_positions: ClassVar[tuple[str, ...]] = ("none", "cope", "path")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -146,6 +147,15 @@ class ForgettingAttentionConfig(_SoftmaxAttentionConfig):
             )
 
     def build(self, model_dim: int, num_heads: int, rotary: dict[str, Any], norm_eps: float):
+        if self.relative_positions == "cope":
+            return CopeForgettingAttention(
+                model_dim,
+                num_heads,
+                rotary,
+                self.cope_max_positions,
+                self.forget_bias_init,
+                self.bias,
+            )
         if self.relative_positions == "path":
             return PathAttention(
                 model_dim,

@@ -19,6 +19,8 @@ from selrope.ops.cope import (
     contextual_positions,
     cope_attention,
     cope_attention_with_cache,
+    cope_forgetting_attention,
+    cope_forgetting_attention_with_cache,
     reference_cope_attention,
 )
 from selrope.ops.forgetting_attention import (
@@ -66,6 +68,8 @@ __all__ = [
     "contextual_positions",
     "cope_attention",
     "cope_attention_with_cache",
+    "cope_forgetting_attention",
+    "cope_forgetting_attention_with_cache",
     "cumulative_log_forget",
     "document_index",
     "document_resets",

@@ -26,6 +26,10 @@ positions clipped at p_max get none.
   interpolates the embeddings themselves, for tests.
 - ``cope_attention_with_cache``: new tokens over cached + new keys; the positions need only the
   cached keys, so the cache is keys and values, as for plain attention.
+- ``cope_forgetting_attention`` (and ``_with_cache``): CoPE inside FoX. The scores also get the
+  forget-gate bias ``F_i - F_j`` of ``ops.forgetting_attention``, after the positions; the gates
+  that count positions read the content logits alone. The CoPE paper defines no such
+  combination; this is selrope's, and its cache is FoX's (keys, values, F).
 
 Packed documents (``segment_ids``, see ``ops.segments``): a token attends only to earlier tokens of
 its own document, and the gates of other documents are 0, so positions count within a document.
@@ -43,6 +47,8 @@ from selrope.ops.attention_common import (
     check_key_visible,
     reference_softmax,
 )
+from selrope.ops.forgetting_attention import forget_bias_with_cache
+from selrope.ops.recurrence import check_shape
 
 
 def _check_position_embeddings(q: torch.Tensor, position_embeddings: torch.Tensor) -> torch.Tensor:
@@ -121,12 +127,15 @@ def reference_cope_attention(
     position_embeddings: torch.Tensor,
     scale: float | None = None,
     segment_ids: torch.Tensor | None = None,
+    log_forget: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CoPE attention written out one query at a time, in float64: the reference for
-    ``cope_attention``, with its arguments and shapes.
+    ``cope_attention`` (and, with ``log_forget`` ``(B, T, H)``, ``cope_forgetting_attention``),
+    with their arguments and shapes.
 
     For query i each allowed key's position is the sum of the gates of the keys j..i, and the
-    embedding at that position is interpolated from the table before the dot product with q.
+    embedding at that position is interpolated from the table before the dot product with q;
+    with a forget gate, the score of key j then gets the sum of the log gates of tokens j+1..i.
 
     Returns:
         ``(B, T, H, Dv)`` outputs, cast back to q's dtype.
@@ -149,7 +158,13 @@ def reference_cope_attention(
         below = table[heads, low.long()]  # (B, i + 1, H, D)
         above = table[heads, positions.ceil().long()]
         embedding = (1 - fraction) * below + fraction * above
-        return logits + torch.einsum("bhd,bjhd->bjh", q64[:, i], embedding)
+        scores = logits + torch.einsum("bhd,bjhd->bjh", q64[:, i], embedding)
+        if log_forget is not None:  # sum_{l = j+1 .. i} log f_l for every key j
+            gates_after = log_forget.double()[:, 1 : i + 1]
+            scores = scores + torch.stack(
+                [gates_after[:, j:].sum(dim=1) for j in range(i + 1)], dim=1
+            )
+        return scores
 
     return reference_softmax(q, v, segment_ids, query_scores)
 
@@ -187,16 +202,32 @@ def cope_attention_with_cache(
         ``(o, new_k, new_v)``: o ``(B, T, H, Dv)`` in q's dtype; new_k ``(B, P + T, H, D)`` and
         new_v ``(B, P + T, H, Dv)``, new tensors (the caches passed in are not modified).
     """
-    B, T, _, D = check_attention(q, k, v, segment_ids)
-    table = _check_position_embeddings(q, position_embeddings)
+    B, T, _, _ = check_attention(q, k, v, segment_ids)
     k, v, P = append_kv_cache(k, v, cache_k, cache_v)
     check_key_visible(cache_visible, B, P)
-    scale = D**-0.5 if scale is None else scale
-    dtype = compute_dtype(q.dtype)
     allowed = attention_mask(T, P, segment_ids, q.device, cache_visible)
+    return _cope_softmax(q, k, v, position_embeddings, allowed, scale), k, v
+
+
+def _cope_softmax(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    position_embeddings: torch.Tensor,
+    allowed: torch.Tensor,
+    scale: float | None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The CoPE attention of T queries over S keys (cache included), in float32 or better with
+    autocast off: q ``(B, T, H, D)``, k ``(B, S, H, D)``, v ``(B, S, H, Dv)``, ``allowed``
+    ``(B or 1, 1, T, S)``, ``bias`` ``(B, H, T, S)`` added to the scores after the positions (a
+    forget gate's) or None. Returns o ``(B, T, H, Dv)`` in q's dtype."""
+    table = _check_position_embeddings(q, position_embeddings)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    dtype = compute_dtype(q.dtype)
     with torch.autocast(device_type=q.device.type, enabled=False):
         queries = q.to(dtype).transpose(1, 2)  # (B, H, T, D)
-        logits = scale * (queries @ k.to(dtype).permute(0, 2, 3, 1))  # (B, H, T, P + T)
+        logits = scale * (queries @ k.to(dtype).permute(0, 2, 3, 1))  # (B, H, T, S)
         positions = contextual_positions(logits, allowed, table.shape[1] - 1)
         # q . e[p] at the integer positions, then interpolated between floor and ceil.
         at_integers = queries @ table.to(dtype).mT  # (B, H, T, npos)
@@ -205,6 +236,69 @@ def cope_attention_with_cache(
         above = at_integers.gather(-1, positions.ceil().long())
         fraction = positions - low
         scores = logits + (1 - fraction) * below + fraction * above
+        if bias is not None:
+            scores = scores + bias.to(dtype)
         weights = scores.masked_fill(~allowed, -torch.inf).softmax(dim=-1)
         o = weights @ v.to(dtype).transpose(1, 2)
-    return o.transpose(1, 2).to(q.dtype), k, v
+    return o.transpose(1, 2).to(q.dtype)
+
+
+def cope_forgetting_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    position_embeddings: torch.Tensor,
+    log_forget: torch.Tensor,
+    scale: float | None = None,
+    segment_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CoPE inside FoX, all T tokens at once: ``cope_attention`` whose scores also get the
+    forget-gate bias ``F_i - F_j`` (``ops.forgetting_attention``). The gates that count
+    positions read the content logits alone, as in CoPE; the bias comes after the positions.
+
+    Args:
+        q, k, v, position_embeddings, scale, segment_ids: as in ``cope_attention``.
+        log_forget: ``(B, T, H)`` log forget gates, <= 0.
+
+    Returns:
+        ``(B, T, H, Dv)`` outputs in q's dtype.
+    """
+    o, *_ = cope_forgetting_attention_with_cache(
+        q, k, v, position_embeddings, log_forget, scale=scale, segment_ids=segment_ids
+    )
+    return o
+
+
+def cope_forgetting_attention_with_cache(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    position_embeddings: torch.Tensor,
+    log_forget: torch.Tensor,
+    cache_k: torch.Tensor | None = None,
+    cache_v: torch.Tensor | None = None,
+    cache_cumulative: torch.Tensor | None = None,
+    scale: float | None = None,
+    segment_ids: torch.Tensor | None = None,
+    cache_visible: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``cope_forgetting_attention`` of T new tokens over P cached tokens plus themselves; the
+    cache is FoX's (keys, values and every cached token's F).
+
+    Args:
+        q, k, v, position_embeddings, cache_k, cache_v, scale, segment_ids, cache_visible: as in
+            ``cope_attention_with_cache``.
+        log_forget: ``(B, T, H)`` log forget gates of the new tokens, <= 0.
+        cache_cumulative: ``(B, P, H)`` F of earlier tokens (``forgetting_attention_with_cache``).
+
+    Returns:
+        ``(o, new_k, new_v, new_cumulative)`` as ``forgetting_attention_with_cache`` returns.
+    """
+    B, T, H, _ = check_attention(q, k, v, segment_ids)
+    check_shape("log_forget", log_forget, (B, T, H), "(B, T, H)")
+    k, v, P = append_kv_cache(k, v, cache_k, cache_v)
+    check_key_visible(cache_visible, B, P)
+    allowed = attention_mask(T, P, segment_ids, q.device, cache_visible)
+    bias, keys_cumulative = forget_bias_with_cache(log_forget, cache_k, cache_cumulative, allowed)
+    o = _cope_softmax(q, k, v, position_embeddings, allowed, scale, bias)
+    return o, k, v, keys_cumulative

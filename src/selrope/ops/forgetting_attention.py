@@ -181,11 +181,37 @@ def forgetting_attention_with_cache(
     """
     B, T, H, _ = _check_inputs(q, k, v, log_forget, segment_ids)
     k, v, P = append_kv_cache(k, v, cache_k, cache_v)
+    check_key_visible(cache_visible, B, P)
+    allowed = attention_mask(T, P, segment_ids, q.device, cache_visible)
+    bias, keys_cumulative = forget_bias_with_cache(log_forget, cache_k, cache_cumulative, allowed)
+    return sdpa(q, k, v, bias.to(q.dtype), scale), k, v, keys_cumulative
+
+
+def forget_bias_with_cache(
+    log_forget: torch.Tensor,
+    cache_k: torch.Tensor | None,
+    cache_cumulative: torch.Tensor | None,
+    allowed: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bias ``F_i - F_j`` of T new queries over P cached plus T new keys, and every key's F.
+
+    Args:
+        log_forget: ``(B, T, H)`` log forget gates of the new tokens, <= 0.
+        cache_k: the cached keys ``(B, P, H, D)``, or None (P = 0): only whether there is one.
+        cache_cumulative: ``(B, P, H)`` F of the cached tokens; given with cache_k.
+        allowed: ``(B or 1, 1, T, P + T)`` bool, the keys each query sees.
+
+    Returns:
+        ``(bias (B, H, T, P + T) with -inf where not allowed, keys' F (B, P + T, H))``, both in
+        float32 or float64 (``cumulative_log_forget``).
+    """
     if (cache_k is None) != (cache_cumulative is None):
         raise ValueError("cache_cumulative must be given together with cache_k and cache_v")
     if cache_cumulative is None:
         keys_cumulative = cumulative = cumulative_log_forget(log_forget)
     else:
+        B, _, H = log_forget.shape
+        P = cache_k.shape[1]
         check_shape("cache_cumulative", cache_cumulative, (B, P, H), "(B, P, H)")
         if cache_cumulative.dtype != compute_dtype(log_forget.dtype):
             raise ValueError(
@@ -194,7 +220,4 @@ def forgetting_attention_with_cache(
             )
         cumulative = cumulative_log_forget(log_forget, cache_cumulative[:, -1] if P else None)
         keys_cumulative = torch.cat([cache_cumulative, cumulative], dim=1)
-    check_key_visible(cache_visible, B, P)
-    allowed = attention_mask(T, P, segment_ids, q.device, cache_visible)
-    bias = _forget_bias(cumulative, keys_cumulative, allowed)
-    return sdpa(q, k, v, bias.to(q.dtype), scale), k, v, keys_cumulative
+    return _forget_bias(cumulative, keys_cumulative, allowed), keys_cumulative
