@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MLPS = ("swiglu", "gelu")
+"""The MLP kinds ``LMConfig.mlp`` names (``build_mlp``)."""
 
 
 class SwiGLU(nn.Module):

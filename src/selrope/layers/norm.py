@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 NORMS = ("rmsnorm", "layernorm")
+"""The norm kinds ``LMConfig.norm`` names (``build_norm``)."""
 
 
 class RMSNorm(nn.Module):
