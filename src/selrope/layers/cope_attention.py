@@ -14,6 +14,13 @@ from selrope.layers.forgetting_attention import FORGET_BIAS_INIT, ForgettingAtte
 from selrope.ops.cope import cope_attention_with_cache, cope_forgetting_attention_with_cache
 
 
+def position_table(max_positions: int, head_dim: int) -> nn.Parameter:
+    """CoPE's table of position embeddings ``(max_positions, head_dim)``, shared by the heads and
+    zero at the start (the paper's code), so a layer starts without positions."""
+    check_positive_int("max_positions", max_positions)
+    return nn.Parameter(torch.zeros(max_positions, head_dim))
+
+
 class CopeAttention(Attention):
     """Attention with CoPE (``ops.cope``): gates ``sigmoid`` of the logits count each key's
     position up to the query, and the logit gets ``q . e[p]`` from a learned table interpolated at
@@ -40,8 +47,7 @@ class CopeAttention(Attention):
         bias: bool = False,
     ):
         super().__init__(model_dim, num_heads, rotary, bias)
-        check_positive_int("max_positions", max_positions)
-        self.position_embeddings = nn.Parameter(torch.zeros(max_positions, self.head_dim))
+        self.position_embeddings = position_table(max_positions, self.head_dim)
 
     op = staticmethod(cope_attention_with_cache)
 
@@ -74,8 +80,7 @@ class CopeForgettingAttention(ForgettingAttention):
         bias: bool = False,
     ):
         super().__init__(model_dim, num_heads, rotary, forget_bias_init, bias)
-        check_positive_int("max_positions", max_positions)
-        self.position_embeddings = nn.Parameter(torch.zeros(max_positions, self.head_dim))
+        self.position_embeddings = position_table(max_positions, self.head_dim)
 
     op = staticmethod(cope_forgetting_attention_with_cache)
 
