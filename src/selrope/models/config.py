@@ -293,8 +293,8 @@ class LMConfig:
     max_positions: int = setting(4096, help="size of the learned position table")
     sinusoidal_scale: float | None = setting(
         None,
-        help="factor on the sinusoidal position embedding; default init_std, the original "
-        "Transformer's ratio of sinusoids to token embeddings",
+        help="factor on the sinusoidal position embedding; none: init_std, so positions and "
+        "token embeddings have the same spread (the original Transformer's balance)",
     )
     norm: str = setting("rmsnorm", help="the block and final norms: rmsnorm or layernorm (GPT-2's)")
     mlp: str = setting(
