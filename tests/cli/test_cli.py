@@ -63,6 +63,22 @@ def test_config_files_merge_in_order_and_flags_win(tmp_path) -> None:
     assert sections["train"] == {"lr": 0.02, "steps": 7} and sections["model"]["d_model"] == 48
 
 
+def test_a_sweep_files_grid_is_compares_and_its_first_cell_is_trains(tmp_path) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    grid = "grid: {mixers: [gdn, gla], rotaries: 'rope,nope', seeds: [4, 5], workers: 1}\n"
+    sweep.write_text("task: {name: state_tracking, group: S3}\n" + grid)
+    grid = sort_options(parse_options("compare", ["--config", str(sweep)]), "compare")["grid"]
+    assert grid == {"mixers": ["gdn", "gla"], "rotaries": ["rope", "nope"], "seeds": [4, 5],
+                    "workers": 1}  # fmt: skip
+    run = sort_options(parse_options("train", ["--config", str(sweep)]))["run"]
+    assert (run["mixer"], run["rotary"], run["seed"]) == ("gdn", "rope", 4)
+    run = sort_options(parse_options("train", ["--config", str(sweep), "--rotary", "selective"]))
+    assert (run["run"]["rotary"], run["task"]["group"]) == ("selective", "S3")
+    sweep.write_text("grid: {rotaries: [spiral]}\n")
+    with pytest.raises(ValueError, match="rotaries"):
+        parse_options("train", ["--config", str(sweep)])
+
+
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(ValueError, match="unrecognized arguments: --not-an-option"):
         parse_options("train", [*TINY, "--not-an-option", "1"])

@@ -10,7 +10,9 @@ import torch
 import yaml
 
 from selrope.cli import main
-from selrope.experiments import rotary_preset
+from selrope.cli.train import parse_options
+from selrope.experiments import grid_runs, rotary_preset, sort_options
+from selrope.experiments.config import model_and_train_configs
 from selrope.models import LMConfig, parameter_count
 from selrope.tasks import task_spec
 
@@ -117,3 +119,52 @@ def test_each_recipes_cpu_twin_trains(recipe, corpus, tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     losses = [row["loss"] for row in rows if row["split"] == "train"]
     assert len(losses) == 8 and losses[-1] < losses[0]
+
+
+SWEEPS = sorted(path for path in RECIPES.glob("sweep_*.yaml") if path.stem != "sweep_cpu_twin")
+SWEEP_TWIN = RECIPES / "sweep_cpu_twin.yaml"
+
+
+def sweep_runs(sweep: Path, *more: str) -> list[dict]:
+    """The grid's runs of ``selrope compare --config SWEEP ...``, as sections."""
+    values = parse_options("compare", ["--config", str(sweep), *more])
+    sections = sort_options(values, "compare")
+    grid = sections.pop("grid")
+    return grid_runs(sections, grid["mixers"], grid["rotaries"], grid["seeds"], "runs/sweep")
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda path: path.stem)
+def test_every_cell_of_each_sweep_is_a_valid_full_size_run(sweep):
+    grid = yaml.safe_load(sweep.read_text())["grid"]
+    runs = sweep_runs(sweep)
+    assert len(runs) == len(grid["mixers"]) * len(grid["rotaries"]) * len(grid["seeds"])
+    task = yaml.safe_load(sweep.read_text())["task"]
+    vocab = task_spec(task["name"]).build(0, **{**task_params(task), "num_train": 1,
+                                                 "num_test": 1}).vocab_size  # fmt: skip
+    for run in runs:
+        model, train = model_and_train_configs(run, vocab)
+        assert model.mixer.kind == run["run"]["mixer"]
+        assert model.d_model == run["model"]["d_model"]
+        assert train.steps == yaml.safe_load(sweep.read_text())["train"]["steps"]
+
+
+def task_params(task: dict) -> dict:
+    return {key: value for key, value in task.items() if key != "name"}
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda path: path.stem)
+def test_each_sweeps_cpu_twin_trains_its_first_cell(sweep, tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--config", str(sweep), "--config", str(SWEEP_TWIN), "--out", str(out)])
+    record = json.loads((out / "run.json").read_text())
+    wanted = yaml.safe_load(sweep.read_text())
+    assert record["model"]["mixer"]["kind"] == wanted["grid"]["mixers"][0]
+    assert record["position"] == wanted["grid"]["rotaries"][0]
+    assert record["task"]["name"] == wanted["task"]["name"]
+    lengths = {key: value for key, value in task_params(wanted["task"]).items()
+               if key not in ("num_train", "num_test")}  # fmt: skip
+    assert {key: record["task"][key] for key in lengths} == lengths
+    assert record["train"]["betas"] == list(wanted["train"]["betas"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    losses = [row["loss"] for row in rows if row["split"] == "train"]
+    assert len(losses) == 16 and losses[-1] < losses[0]

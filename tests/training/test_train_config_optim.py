@@ -17,7 +17,14 @@ def test_config_json_round_trip():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("steps", 0), ("lr", -1.0), ("precision", "fp16"), ("warmup_steps", 51), ("seed", -3)],
+    [
+        ("steps", 0),
+        ("lr", -1.0),
+        ("precision", "fp16"),
+        ("warmup_steps", 51),
+        ("seed", -3),
+        ("lr_decay", "exponential"),
+    ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -89,6 +96,14 @@ def test_lr_schedule_warmup_then_cosine_to_min():
     assert lr_schedule(500, cfg) == pytest.approx(0.1)
     decay = [lr_schedule(s, cfg) for s in range(10, 101)]
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+
+
+def test_lr_schedule_linear_decay_falls_on_a_straight_line_to_min():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1, lr_decay="linear")
+    assert lr_schedule(4, cfg) == pytest.approx(0.5)  # the same warmup
+    for step in range(10, 101):
+        assert lr_schedule(step, cfg) == pytest.approx(1.0 - 0.9 * (step - 10) / 90)
+    assert lr_schedule(500, cfg) == pytest.approx(0.1)
 
 
 def test_lr_schedule_defaults_and_no_warmup():

@@ -15,6 +15,7 @@ from selrope.cli.parser import CommandParser
 from selrope.experiments import (
     all_options,
     check_grid,
+    first_grid_cell,
     format_table,
     grid_runs,
     read_config_files,
@@ -89,6 +90,8 @@ def parse_options(command: str, argv: list[str]) -> dict[str, Any]:
     from_files = read_config_files(known.config or [])
     task = known.task if known.task is not None else from_files.get("task", "state_tracking")
     task_spec(task)  # an unknown task is named before its options are needed
+    if command != "compare":
+        from_files = first_grid_cell(from_files, task)
     options = all_options(command, task)
     values: dict[str, Any] = {"task": task}
     for key, value in from_files.items():

@@ -3,7 +3,7 @@ trains it into its folder (``run_one``), grids of runs (``grid_runs``, ``check_g
 ``run_grid``), the option table of the command line, and the results writer."""
 
 from .config import RunConfig, build_run
-from .options import Option, all_options, read_config_files, sort_options
+from .options import Option, all_options, first_grid_cell, read_config_files, sort_options
 from .positions import ABSOLUTE_POSITIONS, BASELINE_ROPE, POSITIONS, rotary_preset
 from .results import format_table, write_results
 from .runner import check_grid, grid_runs, run_grid, run_one
@@ -21,6 +21,7 @@ __all__ = [
     "all_options",
     "build_run",
     "check_grid",
+    "first_grid_cell",
     "format_table",
     "grid_runs",
     "read_config_files",

@@ -175,6 +175,22 @@ _COMPARE_ONLY = (
 )
 
 
+GRID_KEYS = tuple(option.name for option in _COMPARE_ONLY)
+
+
+def first_grid_cell(values: dict[str, Any], task: str) -> dict[str, Any]:
+    """A sweep file's values as one run's (train, plan): the grid's first mixer, position and
+    seed where the file names no mixer, position or seed of its own; no worker count."""
+    cell = {key: value for key, value in values.items() if key not in GRID_KEYS}
+    grid = all_options("compare", task)
+    for grid_key, run_key in (("mixers", "mixer"), ("rotaries", "rotary"), ("seeds", "seed")):
+        if grid_key in values:
+            cells = grid[grid_key].parse(values[grid_key], f"--config {grid_key}")
+            if cells:
+                cell.setdefault(run_key, cells[0])
+    return cell
+
+
 def all_options(command: str, task: str) -> dict[str, Option]:
     """Every option of ``selrope <command>`` ("train" or "compare") for ``task``, by key.
 
@@ -205,8 +221,9 @@ def sort_options(values: dict[str, Any], command: str = "train") -> dict[str, di
 
 
 def flatten_config(values: dict[str, Any], where: str) -> dict[str, Any]:
-    """A config file's mapping as flat option keys: flat keys as they are, and the sections of
-    a run.json (task: {name, ...}, position, model: {..., mixer, rotary}, train, run)."""
+    """A config file's mapping as flat option keys: flat keys as they are, the sections of a
+    run.json (task: {name, ...}, position, model: {..., mixer, rotary}, train, run), and a
+    sweep file's grid: {mixers, rotaries, seeds, workers}."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
         key = key.replace("-", "_")
@@ -217,6 +234,8 @@ def flatten_config(values: dict[str, Any], where: str) -> dict[str, Any]:
             flat.update(params)
         elif key in ("model", "train", "run") and isinstance(value, dict):
             flat.update(_section_keys(key, value))
+        elif key == "grid" and isinstance(value, dict):
+            flat.update({name.replace("-", "_"): cells for name, cells in value.items()})
         elif key == "position":
             flat["rotary"] = value
         elif key != "data_fingerprint":

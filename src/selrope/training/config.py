@@ -15,6 +15,7 @@ from .callbacks import LOGGERS
 from .sharding import PARALLEL_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
+LR_DECAYS = ("cosine", "linear")
 # Dense bf16 peak FLOP/s of the GPUs the MFU knows by name (their data sheets).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -68,7 +69,10 @@ class TrainConfig:
     betas: tuple[float, float] = setting((0.9, 0.98), help="AdamW (beta1, beta2), each in [0, 1)")
     eps: float = setting(1e-8, help=f"AdamW epsilon, in (0, {MAX_EPS:g}]")
     warmup_steps: int | None = setting(None, help="linear warmup length; none: 10% of steps")
-    min_lr_ratio: float = setting(0.1, help="the cosine schedule ends at lr x min_lr_ratio")
+    lr_decay: str = setting(
+        "cosine", help="the learning rate's fall after warmup: cosine or linear"
+    )
+    min_lr_ratio: float = setting(0.1, help="the schedule ends at lr x min_lr_ratio")
     grad_clip: float | None = setting(1.0, help="max global gradient norm; none: no clipping")
     eval_every: int = setting(100, help="evaluate on the test sets every this many steps")
     eval_batch_size: int = setting(256, help="rows per forward pass when evaluating")
@@ -146,6 +150,7 @@ class TrainConfig:
             raise ValueError(
                 f"warmup_steps must be in [0, {self.steps}] or None; got {self.warmup_steps!r}"
             )
+        checks.check_choice("lr_decay", self.lr_decay, LR_DECAYS)
         checks.check_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
         if self.grad_clip is not None:
             checks.check_positive_float("grad_clip", self.grad_clip)

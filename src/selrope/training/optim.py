@@ -1,4 +1,5 @@
-"""AdamW with decay / no-decay parameter groups, and the warmup + cosine learning-rate schedule."""
+"""AdamW with decay / no-decay parameter groups, and the learning-rate schedule (linear warmup,
+then a cosine or linear fall)."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 def lr_schedule(step: int, cfg: TrainConfig) -> float:
     """Learning rate for the update with 0-based index `step`.
 
-    Linear warmup from lr / warmup to lr over the first `warmup` updates, then a cosine from lr
-    (at step == warmup) down to lr * min_lr_ratio (reached at step == cfg.steps, held after).
+    Linear warmup from lr / warmup to lr over the first `warmup` updates, then a cosine (or, with
+    ``cfg.lr_decay == "linear"``, a straight line) from lr at step == warmup down to
+    lr * min_lr_ratio, reached at step == cfg.steps and held after.
     """
     warmup = cfg.resolved_warmup_steps
     min_lr = cfg.lr * cfg.min_lr_ratio
@@ -66,4 +68,7 @@ def lr_schedule(step: int, cfg: TrainConfig) -> float:
     if step >= cfg.steps:
         return min_lr
     progress = (step - warmup) / max(1, cfg.steps - warmup)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+    remaining = (
+        1.0 - progress if cfg.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    )
+    return min_lr + remaining * (cfg.lr - min_lr)
