@@ -12,6 +12,7 @@ Memorization and compression are not next-token tasks; see their docstrings.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -344,12 +345,16 @@ def compression(
 
 def _build(
     name: str,
-    seed: int,
     make: Callable[..., tuple[Tensor, Tensor]],
-    params: dict,
+    arguments: dict[str, Any],
     test_kwargs: dict,
 ) -> TaskData:
-    """Train from stream (seed, 0), test (keyed by seq_len) from stream (seed, 1, seq_len)."""
+    """Train from stream (seed, 0), test (keyed by seq_len) from stream (seed, 1, seq_len).
+
+    ``arguments`` are a builder's own, seed included: its ``locals()`` before anything else.
+    """
+    params = dict(arguments)
+    seed = params.pop("seed")
     num_train = check_int("num_train", params.pop("num_train"), 1)
     num_test = check_int("num_test", params.pop("num_test"), 1)
     seq_len, vocab_size = params["seq_len"], params["vocab_size"]
@@ -391,15 +396,7 @@ def build_in_context_recall(
     num_test: int = 1_280,
 ) -> TaskData:
     """MAD in-context recall (paper baseline: V 16, L 128, 12,800 train, 1,280 test)."""
-    params = {
-        "vocab_size": vocab_size,
-        "seq_len": seq_len,
-        "num_train": num_train,
-        "num_test": num_test,
-    }
-    return _build(
-        "in_context_recall", seed, _call(in_context_recall), params, {"recall_only": True}
-    )
+    return _build("in_context_recall", _call(in_context_recall), locals(), {"recall_only": True})
 
 
 def build_noisy_recall(
@@ -413,15 +410,7 @@ def build_noisy_recall(
     num_test: int = 1_280,
 ) -> TaskData:
     """MAD noisy recall (paper baseline: V 32 with 16 noise tokens, frac_noise 0.2, L 128)."""
-    params = {
-        "vocab_size": vocab_size,
-        "noise_vocab_size": noise_vocab_size,
-        "frac_noise": frac_noise,
-        "seq_len": seq_len,
-        "num_train": num_train,
-        "num_test": num_test,
-    }
-    return _build("noisy_recall", seed, _call(in_context_recall), params, {"recall_only": True})
+    return _build("noisy_recall", _call(in_context_recall), locals(), {"recall_only": True})
 
 
 def build_fuzzy_recall(
@@ -436,16 +425,7 @@ def build_fuzzy_recall(
     num_test: int = 1_280,
 ) -> TaskData:
     """MAD fuzzy recall (paper baseline: V 16, L 128, motifs of 1-3 tokens)."""
-    params = {
-        "vocab_size": vocab_size,
-        "seq_len": seq_len,
-        "k_motif_size": k_motif_size,
-        "v_motif_size": v_motif_size,
-        "num_motifs": num_motifs,
-        "num_train": num_train,
-        "num_test": num_test,
-    }
-    return _build("fuzzy_recall", seed, _call(fuzzy_recall), params, {"recall_only": True})
+    return _build("fuzzy_recall", _call(fuzzy_recall), locals(), {"recall_only": True})
 
 
 def build_selective_copying(
@@ -458,16 +438,7 @@ def build_selective_copying(
     num_test: int = 1_280,
 ) -> TaskData:
     """MAD selective copying (paper baseline: V 16, L 256, 16 tokens to copy)."""
-    params = {
-        "vocab_size": vocab_size,
-        "seq_len": seq_len,
-        "num_tokens_to_copy": num_tokens_to_copy,
-        "num_train": num_train,
-        "num_test": num_test,
-    }
-    return _build(
-        "selective_copying", seed, _call(selective_copying), params, {"recall_only": True}
-    )
+    return _build("selective_copying", _call(selective_copying), locals(), {"recall_only": True})
 
 
 def build_memorization(
@@ -480,14 +451,7 @@ def build_memorization(
     num_test: int = 1_280,
 ) -> TaskData:
     """MAD memorization (paper baseline: V 256, L 32, 256 train rows, map seed 12345)."""
-    params = {
-        "vocab_size": vocab_size,
-        "seq_len": seq_len,
-        "map_seed": map_seed,
-        "num_train": num_train,
-        "num_test": num_test,
-    }
-    return _build("memorization", seed, _call(memorization), params, {})
+    return _build("memorization", _call(memorization), locals(), {})
 
 
 def build_compression(
@@ -500,10 +464,4 @@ def build_compression(
 ) -> TaskData:
     """MAD compression data (paper baseline: V 16, L 32); needs an autoencoder, see
     `compression`."""
-    params = {
-        "vocab_size": vocab_size,
-        "seq_len": seq_len,
-        "num_train": num_train,
-        "num_test": num_test,
-    }
-    return _build("compression", seed, _call(compression), params, {})
+    return _build("compression", _call(compression), locals(), {})
