@@ -106,10 +106,15 @@ def describe_model(model: LanguageModel, source: str, accuracy: dict[int, float]
     """One markdown paragraph: where the model comes from, its shape and its parity accuracy."""
     config = model.config
     rotary = config.rotary
-    tied = config.layer_mixer_configs()[0].to_dict().get("tie_pair_decay")
+    mixer = config.layer_mixer_configs()[0].to_dict()
+    options = "".join(
+        f"{key} {mixer[key]}, "
+        for key in ("tie_pair_decay", "relative_positions")
+        if mixer.get(key) not in (None, "none")
+    )
     shape = (
         f"{config.n_layers}-layer {'/'.join(dict.fromkeys(config.layer_mixers()))}, d "
-        f"{config.d_model}, {config.n_heads} heads, tie_pair_decay {tied}, "
+        f"{config.d_model}, {config.n_heads} heads, {options}"
         f"mlp_ratio {config.mlp_ratio:g}; rotary {rotary.get('type')} "
         f"({rotary.get('projection', '-')} projection, frequencies {rotary.get('frequencies', '-')}"
         f", theta_base {rotary.get('theta_base', '-')})"

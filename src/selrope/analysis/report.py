@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-ANALYSES = ("rff", "leakage", "complex", "angles", "rotation", "runs")
+ANALYSES = ("rff", "leakage", "complex", "angles", "householder", "rotation", "runs")
 REPORT_FILE = "report.md"
 TITLE = "# selrope analyze: figures and the numbers behind them\n"
 _MARKER = re.compile(r"^<!-- selrope analyze (\w+) -->$", re.MULTILINE)

@@ -4,6 +4,7 @@
     selrope analyze leakage --out DIR [--seed N]
     selrope analyze complex --out DIR [--seed N] [--checkpoint RUN | --steps N]
     selrope analyze angles  --out DIR [--seed N] [--checkpoint RUN | --steps N]
+    selrope analyze householder --out DIR --checkpoint RUN [--seed N]
     selrope analyze rotation --out DIR --checkpoint RUN[,RUN...] --data CORPUS
                              [--window W] [--windows N]
     selrope analyze runs    --out DIR --runs DIR[,DIR...] [--escape-accuracy A]
@@ -14,6 +15,8 @@ window, and a pure-rotation against a damped recurrence. complex: the eigenvalue
 Selective RoPE with tied pair decays. angles: the angle increment Selective RoPE learned for each
 token. complex and angles train the demo's parity model (about a minute on a CPU) into
 DIR/<analysis>-model unless --checkpoint names a saved parity model (a run folder or its model/).
+householder: the transforms I - beta w w^T a parity model with PaTH attention learned (--checkpoint:
+e.g. a run of selrope train --task state_tracking --group Z2 --mixer attention --rotary path).
 rotation: how far each rotation pair of trained language models turns within windows of a
 prepared corpus' validation text (pairs that barely turn act as NoPE there).
 runs: finished (or running) runs of selrope train / compare: accuracy per variant with its seed
@@ -48,8 +51,8 @@ def build_parser() -> CommandParser:
         "--checkpoint",
         default=None,
         metavar="RUN",
-        help="complex/angles: a saved parity model instead of training one; rotation: the "
-        "language models (comma-separated run folders)",
+        help="complex/angles: a saved parity model instead of training one; householder: the "
+        "PaTH parity model; rotation: the language models (comma-separated run folders)",
     )
     parser.add_argument(
         "--steps",
@@ -97,9 +100,16 @@ def build_parser() -> CommandParser:
 def check_arguments(args: argparse.Namespace) -> None:
     """Raise UsageError for options that do not fit the chosen analysis."""
     trains = args.analysis in ("complex", "angles")
-    if args.analysis != "rotation" and not trains and args.checkpoint is not None:
+    loads = trains or args.analysis in ("householder", "rotation")
+    if not loads and args.checkpoint is not None:
         raise UsageError(
-            f"--checkpoint applies to complex, angles and rotation only; got {args.checkpoint!r}"
+            "--checkpoint applies to complex, angles, householder and rotation only; got "
+            f"{args.checkpoint!r}"
+        )
+    if args.analysis == "householder" and not args.checkpoint:
+        raise UsageError(
+            "householder needs --checkpoint RUN: a parity model with PaTH attention "
+            "(selrope train --task state_tracking --group Z2 --mixer attention --rotary path)"
         )
     if not trains and args.steps is not None:
         raise UsageError(f"--steps applies to complex and angles only; got {args.steps!r}")
@@ -134,9 +144,10 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def model_section(args: argparse.Namespace, out_dir: Path) -> Section:
-    """complex / angles: train or load the parity model, then look inside it."""
+    """complex / angles / householder: train or load the parity model, then look inside it."""
     from selrope.analysis.angles import analyze_angles
     from selrope.analysis.eigenvalues import analyze_complex
+    from selrope.analysis.householder import analyze_householder
     from selrope.analysis.parity_model import (
         describe_model,
         load_parity_model,
@@ -165,6 +176,8 @@ def model_section(args: argparse.Namespace, out_dir: Path) -> Section:
     about = describe_model(model, source, accuracy, args.seed)
     if args.analysis == "complex":
         return analyze_complex(out_dir, model, tests[min(tests)][0][:16], about)
+    if args.analysis == "householder":
+        return analyze_householder(out_dir, model, tests[min(tests)][0][:64], about)
     return analyze_angles(out_dir, model, about, max(tests))
 
 
